@@ -1,0 +1,354 @@
+// End-to-end test of the chat page (examples/chatroom.html) in a real headless Chromium.
+//
+// It starts the chatroom itself, so that it can stop and restart it for the reconnect check:
+//
+//   CHAT_PORT=8123 node tests/browser/chat.test.mjs      (scripts/browser-test.sh does all of this)
+//
+// Environment:
+//   CHAT_PORT       loopback port for the chatroom (required; scripts/browser-test.sh picks a free one)
+//   CHAT_SERVER     the server command, split on spaces; "--port N" is appended
+//                   (default: target/debug/examples/chatroom, relative to the repository root)
+//   CHROMIUM        the browser binary (default: /usr/bin/chromium)
+//   ARTIFACTS       where screenshots and the server log go (default: artifacts/browser)
+//
+// The steps share one server, one browser and two pages, so they run in order and each one
+// builds on the one before: connect, rename, talk both ways, hostile and unusual text,
+// one page leaves, the server restarts.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const PORT = Number(process.env.CHAT_PORT);
+const SERVER = (process.env.CHAT_SERVER || 'target/debug/examples/chatroom').trim().split(/\s+/);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = path.resolve(ROOT, process.env.ARTIFACTS || 'artifacts/browser');
+const URL = `http://127.0.0.1:${PORT}/`;
+
+// Every wait is bounded, so a bug fails the test instead of hanging it.
+const WAIT = 10_000;           // one UI condition
+const STEP = 45_000;           // one test step
+const RECONNECT = 25_000;      // the page's backoff tops out at 10 s between attempts
+
+// The network here is closed: without these flags Chromium stalls on connections it cannot make.
+// Playwright adds --headless, --no-sandbox and a fresh temporary --user-data-dir itself.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+assert.ok(PORT > 0 && PORT < 65536, 'set CHAT_PORT to a free loopback port');
+fs.mkdirSync(ARTIFACTS, { recursive: true });
+const serverLog = fs.createWriteStream(path.join(ARTIFACTS, 'server.log'));
+
+// --- the chatroom process --------------------------------------------------------------------
+
+let server = null;
+
+async function startServer() {
+  const [cmd, ...args] = SERVER;
+  const child = spawn(cmd, [...args, '--port', String(PORT)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.pipe(serverLog, { end: false });
+  child.stderr.pipe(serverLog, { end: false });
+  let exited = null;
+  const onExit = (code, signal) => { exited = `exited early (code ${code}, signal ${signal})`; };
+  child.once('exit', onExit);
+  child.once('error', (e) => { exited = `failed to start: ${e.message}`; });
+  server = child;
+  fs.writeFileSync(path.join(ARTIFACTS, 'server.pid'), `${child.pid}\n`);
+
+  // Ready when the port accepts a TCP connection.
+  const deadline = Date.now() + 15_000;
+  while (Date.now() < deadline) {
+    if (exited) throw new Error(`chatroom ${exited}; see ${path.join(ARTIFACTS, 'server.log')}`);
+    if (await canConnect(PORT)) {
+      child.off('exit', onExit);
+      return;
+    }
+    await sleep(100);
+  }
+  throw new Error(`chatroom did not listen on port ${PORT} within 15 s`);
+}
+
+async function stopServer() {
+  const child = server;
+  server = null;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const killed = await Promise.race([gone.then(() => true), sleep(5_000).then(() => false)]);
+  if (!killed) {
+    child.kill('SIGKILL');
+    await Promise.race([gone, sleep(5_000)]);
+  }
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const done = (ok) => { socket.destroy(); resolve(ok); };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// Whatever happens, do not leave the server behind. (Playwright closes its own browser on exit.)
+process.on('exit', () => { if (server) server.kill('SIGKILL'); });
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, () => {
+    console.error(`stopped by ${signal}`);
+    process.exit(1);
+  });
+}
+
+// --- the browser and the two pages -------------------------------------------------------------
+
+let browser = null;
+const pages = {};        // name -> { page, errors, dialogs }
+
+async function openPage(name, contextOptions) {
+  const context = await browser.newContext(contextOptions);
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const entry = { page, errors: [], dialogs: [] };
+  page.on('pageerror', (e) => entry.errors.push(String(e)));
+  page.on('dialog', (d) => { entry.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  const response = await page.goto(URL, { timeout: WAIT });
+  assert.equal(response.status(), 200, 'GET / answers 200');
+  assert.match(response.headers()['content-type'] || '', /^text\/html/, 'GET / is HTML');
+  pages[name] = entry;
+  return page;
+}
+
+function shot(page, file) {
+  return page.screenshot({ path: path.join(ARTIFACTS, file), fullPage: false, timeout: WAIT });
+}
+
+// --- reading the page through its test hooks -------------------------------------------------
+// #state[data-state], #users[data-count], #messages > li[data-kind][data-id][data-mine]
+// with .name and .text inside.
+
+const waitState = (page, state, timeout = WAIT) =>
+  page.waitForSelector(`#state[data-state="${state}"]`, { timeout });
+
+const waitUsers = (page, count) =>
+  page.waitForSelector(`#users[data-count="${count}"]`);
+
+// Wait until the list holds an entry of this kind matching every given field; return its fields.
+async function waitEntry(page, want) {
+  const handle = await page.waitForFunction((want) => {
+    for (const li of document.querySelectorAll('#messages > li[data-kind]')) {
+      const got = {
+        kind: li.dataset.kind,
+        id: li.dataset.id,
+        mine: li.dataset.mine,
+        names: [...li.querySelectorAll('.name')].map((n) => n.textContent),
+        text: li.querySelector('.text')?.textContent ?? li.textContent,
+      };
+      if (want.kind !== undefined && got.kind !== want.kind) continue;
+      if (want.id !== undefined && got.id !== String(want.id)) continue;
+      if (want.mine !== undefined && got.mine !== String(want.mine)) continue;
+      if (want.name !== undefined && got.names[0] !== want.name) continue;
+      if (want.newName !== undefined && got.names[1] !== want.newName) continue;
+      if (want.text !== undefined && got.text !== want.text) continue;
+      if (want.includes !== undefined && !got.text.includes(want.includes)) continue;
+      return got;
+    }
+    return null;
+  }, want, { timeout: WAIT });
+  return handle.jsonValue();
+}
+
+const count = (page, selector) => page.locator(selector).count();
+
+// Type into the message box and press Enter, as a person would.
+async function say(page, text) {
+  await page.fill('#text', text);
+  await page.press('#text', 'Enter');
+  await page.waitForFunction(() => document.getElementById('text').value === '');
+}
+
+async function rename(page, name) {
+  await page.fill('#nick', name);
+  await page.press('#nick', 'Enter');
+}
+
+// --- the test ----------------------------------------------------------------------------------
+
+before(async () => {
+  await startServer();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    timeout: 30_000,
+  });
+}, { timeout: 60_000 });
+
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  await stopServer();
+  serverLog.end();
+}, { timeout: 30_000 });
+
+let aliceId;
+let bobId;
+
+test('the first page connects and sees its own join', { timeout: STEP }, async () => {
+  const a = await openPage('alice', { viewport: { width: 1280, height: 800 } });
+  await waitState(a, 'connected');
+  await waitUsers(a, 1);
+  const own = await waitEntry(a, { kind: 'join', mine: true });
+  aliceId = Number(own.id);
+  assert.equal(own.names[0], `user-${aliceId}`, 'default name is user-N');
+  assert.equal(await a.inputValue('#nick'), `user-${aliceId}`, 'the name field shows the given name');
+});
+
+test('a nickname set with /nick shows up', { timeout: STEP }, async () => {
+  const a = pages.alice.page;
+  await rename(a, 'alice');
+  await waitEntry(a, { kind: 'nick', id: aliceId, name: `user-${aliceId}`, newName: 'alice' });
+});
+
+test('a second page joins; both see the join and two users', { timeout: STEP }, async () => {
+  const b = await openPage('bob', {
+    viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
+  });
+  await waitState(b, 'connected');
+  const own = await waitEntry(b, { kind: 'join', mine: true });
+  bobId = Number(own.id);
+  assert.notEqual(bobId, aliceId);
+  await waitUsers(b, 2);
+
+  const a = pages.alice.page;
+  await waitUsers(a, 2);
+  await waitEntry(a, { kind: 'join', id: bobId, name: `user-${bobId}`, mine: false });
+
+  await rename(b, 'bob');
+  await waitEntry(a, { kind: 'nick', id: bobId, newName: 'bob' });
+  await waitEntry(b, { kind: 'nick', id: bobId, newName: 'bob' });
+});
+
+test('messages go both ways with names', { timeout: STEP }, async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+
+  await say(a, 'Hello Bob, can you read me?');
+  await waitEntry(b, { kind: 'message', id: aliceId, name: 'alice', text: 'Hello Bob, can you read me?', mine: false });
+  await waitEntry(a, { kind: 'message', id: aliceId, name: 'alice', text: 'Hello Bob, can you read me?', mine: true });
+
+  await say(b, 'Loud and clear, Alice.');
+  await waitEntry(a, { kind: 'message', id: bobId, name: 'bob', text: 'Loud and clear, Alice.', mine: false });
+  await waitEntry(b, { kind: 'message', id: bobId, name: 'bob', text: 'Loud and clear, Alice.', mine: true });
+
+  // Every message carries a time.
+  const times = await a.locator('#messages li[data-kind="message"] time').allTextContents();
+  assert.ok(times.length >= 2 && times.every((t) => /\d/.test(t)), `times shown: ${times}`);
+});
+
+test('HTML in a message shows as text and never runs', { timeout: STEP }, async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  const xss = '<img src=x onerror=alert(1)>';
+  await say(b, xss);
+  await waitEntry(a, { kind: 'message', id: bobId, text: xss });
+  await waitEntry(b, { kind: 'message', id: bobId, text: xss });
+
+  // Also through a nickname, which ends up in notices and message headers.
+  await rename(b, '<b>bob</b>');
+  await waitEntry(a, { kind: 'nick', id: bobId, newName: '<b>bob</b>' });
+  await rename(b, 'bob');
+  await waitEntry(a, { kind: 'nick', id: bobId, name: '<b>bob</b>', newName: 'bob' });
+
+  await sleep(300); // give a broken page the chance to fire onerror
+  for (const page of [a, b]) {
+    assert.equal(await count(page, '#messages img'), 0, 'no <img> element was created');
+    assert.equal(await count(page, '#messages b'), 0, 'no <b> element was created');
+  }
+  assert.deepEqual(pages.alice.dialogs, [], 'no alert on the first page');
+  assert.deepEqual(pages.bob.dialogs, [], 'no alert on the second page');
+  await shot(a, 'desktop-1280.png');
+  await shot(b, 'phone-390.png');
+});
+
+test('Unicode and emoji arrive intact; long messages wrap', { timeout: STEP }, async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  const unicode = 'Grüße · 你好，世界 · Привет · مرحبا · 👋🏽 🎉 👩‍💻';
+  await say(a, unicode);
+  await waitEntry(b, { kind: 'message', id: aliceId, text: unicode });
+
+  const longWord = 'a'.repeat(600);
+  const longText = 'A long line: ' + 'the quick brown fox jumps over the lazy dog '.repeat(12) + longWord;
+  await say(b, longText);
+  await waitEntry(a, { kind: 'message', id: bobId, text: longText });
+  await waitEntry(b, { kind: 'message', id: bobId, text: longText });
+
+  // Nothing sticks out sideways: no horizontal scrolling in the list or the page.
+  for (const page of [a, b]) {
+    const overflow = await page.evaluate(() => {
+      const list = document.getElementById('messages');
+      const doc = document.documentElement;
+      return { list: list.scrollWidth - list.clientWidth, page: doc.scrollWidth - doc.clientWidth };
+    });
+    assert.ok(overflow.list <= 0 && overflow.page <= 0, `no horizontal overflow: ${JSON.stringify(overflow)}`);
+  }
+
+  // A short message after the long one, so the screenshots end on a readable line.
+  await say(a, 'That one wrapped nicely 👍');
+  await waitEntry(b, { kind: 'message', id: aliceId, text: 'That one wrapped nicely 👍' });
+  await shot(a, 'desktop-1280-long.png');
+  await shot(b, 'phone-390-long.png');
+});
+
+test('closing a page is seen as a leave by the other', { timeout: STEP }, async () => {
+  const a = pages.alice.page;
+  const b = pages.bob;
+  assert.deepEqual(b.errors, [], 'no script errors on the second page');
+  await b.page.context().close();
+  delete pages.bob;
+  await waitEntry(a, { kind: 'leave', id: bobId, name: 'bob' });
+  await waitUsers(a, 1);
+});
+
+test('the page shows the lost server and reconnects when it is back', { timeout: 90_000 }, async () => {
+  const a = pages.alice.page;
+  await stopServer();
+  await waitState(a, 'closed');
+  await waitEntry(a, { kind: 'status', includes: 'Disconnected' });
+  assert.equal(await a.isDisabled('#send'), true, 'cannot send while closed');
+  await shot(a, 'desktop-closed.png');
+
+  await sleep(1_500); // let a reconnect attempt or two fail against the closed port
+  await startServer();
+  await waitState(a, 'connected', RECONNECT);
+  await waitEntry(a, { kind: 'status', includes: 'Reconnected' });
+  await waitUsers(a, 1);
+
+  // The page asks for its chosen name again, so it is still "alice".
+  const own = await a.waitForFunction(() => {
+    const joins = [...document.querySelectorAll('#messages li[data-kind="join"][data-mine="true"]')];
+    return joins.length >= 2 ? joins[joins.length - 1].dataset.id : null;
+  }, null, { timeout: WAIT });
+  const newId = Number(await own.jsonValue());
+  await waitEntry(a, { kind: 'nick', id: newId, newName: 'alice' });
+  await say(a, 'Back again.');
+  await waitEntry(a, { kind: 'message', id: newId, name: 'alice', text: 'Back again.', mine: true });
+  await shot(a, 'desktop-reconnected.png');
+
+  assert.deepEqual(pages.alice.errors, [], 'no script errors on the first page');
+});
