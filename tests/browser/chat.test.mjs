@@ -84,7 +84,7 @@ async function stopServer() {
   server = null;
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const gone = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
+  child.kill('SIGINT');                  // Ctrl-C: the chatroom closes every client with 1001 and exits
   const killed = await Promise.race([gone.then(() => true), sleep(5_000).then(() => false)]);
   if (!killed) {
     child.kill('SIGKILL');
@@ -218,10 +218,14 @@ test('the first page connects and sees its own join', { timeout: STEP }, async (
   assert.equal(await a.inputValue('#nick'), `user-${aliceId}`, 'the name field shows the given name');
 });
 
-test('a nickname set with /nick shows up', { timeout: STEP }, async () => {
+test('a nickname set with /nick shows up; a bad one is refused', { timeout: STEP }, async () => {
   const a = pages.alice.page;
   await rename(a, 'alice');
   await waitEntry(a, { kind: 'nick', id: aliceId, name: `user-${aliceId}`, newName: 'alice' });
+
+  // /nick typed into the message box works too, and a name that is too long is refused.
+  await say(a, '/nick ' + 'x'.repeat(40));
+  await waitEntry(a, { kind: 'error' });
 });
 
 test('a second page joins; both see the join and two users', { timeout: STEP }, async () => {
