@@ -1,14 +1,70 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! wsloop: a WebSocket server on one mio poll loop, built the way the classic PHP `socket_select` chatroom builds
+//! one, and made correct to RFC 6455, fast, and hard to break.
+//!
+//! # The PHP original, step by step
+//!
+//! | PHP step | wsloop |
+//! |---|---|
+//! | `start_server()`: create, bind, listen; the sockets array | [`Server::start_server`] (or [`Server::bind`] + [`Server::run`]): a `mio::Poll`, the listener as `LISTENER`, a `Slab<Connection>` |
+//! | the `while(TRUE)` around `socket_select` | [`Server::run`]: `poll.poll(&mut events, timeout)`, then `match event.token()` |
+//! | `add_accept()`: accept, push, `isHand = false` | `Server::add_accept`: accept until `WouldBlock`, `slab.insert`, the slab key as token |
+//! | `upgrade()`: read headers, accept key, write 101 | `Server::upgrade`, calling [`handshake::parse_request`], [`handshake::validate`], [`handshake::switching_protocols`] |
+//! | `decode()`: unmask, read the payload | [`frame::decode`], then [`message::Assembler::push`] |
+//! | `frame()`/`encode()` for outgoing text | [`frame::encode`], queued in the connection's write buffer |
+//! | `close()`: close the socket, unset it from the array | `Server::close`: deregister, `slab.remove`, the `close` callback |
+//! | the function table `add` / `send` / `close` | [`Handler::add`], [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`]; inside them a [`Handle`] offers `send`, `broadcast`, `close` |
+//!
+//! # Layout
+//!
+//! - `server.rs`: the poll loop. `connection.rs`: one client's socket and buffers. Only these two touch sockets.
+//! - `handshake.rs`, `frame.rs`, `message.rs`: pure code, tested and benchmarked without a network.
+//! - `handler.rs`: the user's callbacks and their handle. `error.rs`: each error and what the peer sees.
+//!
+//! # The life of a message
+//!
+//! 1. A client connects; the listener becomes readable; `add_accept` registers the socket, not handshaked.
+//! 2. Its request head arrives (in any number of pieces); `upgrade` checks it and queues `101 Switching Protocols`;
+//!    the user's `add` runs.
+//! 3. A masked frame arrives; `frame::decode` unmasks it in place; `message::Assembler` joins fragments and checks
+//!    UTF-8; the user's `send` runs with the message.
+//! 4. The callback calls `ws.broadcast(...)`: the frame is encoded once, its bytes shared by every receiver's queue.
+//! 5. At the end of the loop turn each touched connection writes its queue; what the socket cannot take waits for
+//!    `WRITABLE`.
+//! 6. The client sends a close frame; the server echoes it, the user's `close` runs, and the server shuts its side
+//!    of TCP down first.
+//!
+//! ```no_run
+//! use wsloop::{ConnId, Config, Handle, Handler, Message, Server};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+//!         ws.send(id, msg);
+//!     }
+//! }
+//! Server::start_server("127.0.0.1:9001", Config::default(), Echo).unwrap();
+//! ```
+#![warn(missing_docs)]
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod connection;
+pub mod error;
+pub mod frame;
+mod handler;
+pub mod handshake;
+pub mod message;
+mod server;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+pub use connection::ConnId;
+pub use error::{close_code, Error, FrameError, HandshakeError};
+pub use handler::{Handle, Handler};
+pub use message::Message;
+pub use server::{Config, Server, Stats, StopHandle, LISTENER, WAKER};
+
+/// The answer of a push parser: more bytes are needed, or a complete value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status<T> {
+    /// Not enough bytes yet; nothing was consumed.
+    Partial,
+    /// A complete value.
+    Complete(T),
 }

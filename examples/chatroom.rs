@@ -1,0 +1,129 @@
+//! The chatroom of the PHP tutorial, made real: a browser page and a broadcast room on one port.
+//!
+//! ```text
+//! cargo run --example chatroom -- --port 8080 --max-users 100 --max-message 65536
+//! ```
+//!
+//! Then open <http://127.0.0.1:8080> in two browser windows and chat. Type `/nick NAME` to rename yourself.
+//! Every event goes to the clients as a JSON text message with a `type`: `join`, `message`, `nick` or `leave`.
+//! A binary message is refused with close 1003; a message over `--max-message` bytes with close 1009.
+//! Ctrl-C stops the server gracefully: every client gets close 1001 first.
+
+#[path = "common/args.rs"]
+mod args;
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use wsloop::handshake::{HttpResponse, Request};
+use wsloop::{close_code, Config, ConnId, Handle, Handler, Message, Server};
+
+/// The page every browser gets on `GET /`: plain HTML, CSS and JavaScript, no CDN.
+const PAGE: &str = include_str!("chatroom.html");
+/// Longest nickname, in characters.
+const MAX_NICK: usize = 32;
+
+/// The room: who is here, by connection id.
+#[derive(Default)]
+struct Chatroom {
+    names: HashMap<ConnId, String>,
+}
+
+impl Chatroom {
+    fn name(&self, id: ConnId) -> String {
+        self.names.get(&id).cloned().unwrap_or_default()
+    }
+}
+
+/// The PHP function table: `add`, `send`, `close` (plus serving the page over plain HTTP).
+impl Handler for Chatroom {
+    fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
+        Some(match req.path {
+            "/" | "/index.html" => HttpResponse::new(200, "text/html; charset=utf-8", PAGE),
+            _ => HttpResponse::new(404, "text/plain; charset=utf-8", "not found\n"),
+        })
+    }
+
+    /// A newcomer: give them a name and tell everyone, the newcomer included.
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
+        let name = format!("user-{}", id.get());
+        println!("+ {name} joined ({} online)", ws.count());
+        let join = json!({"type": "join", "id": id.get(), "name": name, "users": ws.count()});
+        self.names.insert(id, name);
+        ws.broadcast(Message::Text(&join.to_string()));
+    }
+
+    /// A message from `id` (the PHP `send` callback runs for each *received* message).
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        let Message::Text(text) = msg else {
+            return ws.close(
+                id,
+                close_code::UNSUPPORTED_DATA,
+                "this chat accepts text only",
+            );
+        };
+        let name = self.name(id);
+        let event = match text.strip_prefix("/nick ").map(str::trim) {
+            Some(new) if !new.is_empty() && new.chars().count() <= MAX_NICK => {
+                println!("~ {name} is now {new}");
+                self.names.insert(id, new.to_string());
+                json!({"type": "nick", "id": id.get(), "old": name, "name": new})
+            }
+            Some(_) => {
+                let error = format!("a nickname has 1 to {MAX_NICK} characters");
+                return ws.send(
+                    id,
+                    Message::Text(&json!({"type": "error", "text": error}).to_string()),
+                );
+            }
+            None => json!({"type": "message", "id": id.get(), "name": name, "text": text}),
+        };
+        ws.broadcast(Message::Text(&event.to_string()));
+    }
+
+    /// Someone left, for whatever reason: tell the others.
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
+        let Some(name) = self.names.remove(&id) else {
+            return;
+        };
+        println!("- {name} left with code {code} ({} online)", ws.count());
+        let leave = json!({"type": "leave", "id": id.get(), "name": name, "users": ws.count()});
+        ws.broadcast(Message::Text(&leave.to_string()));
+    }
+}
+
+fn main() {
+    args::init_logging();
+    let defaults = args::Args {
+        host: "127.0.0.1".into(),
+        port: 8080,
+        max_users: 100,
+        max_message: 65536,
+    };
+    let args = args::parse("chatroom", defaults, true);
+    let config = Config {
+        max_users: args.max_users,
+        max_message: args.max_message,
+        ..Config::default()
+    };
+    let server = Server::bind((args.host.as_str(), args.port), config).unwrap_or_else(|e| {
+        eprintln!(
+            "chatroom: cannot listen on {}:{}: {e}",
+            args.host, args.port
+        );
+        std::process::exit(1)
+    });
+    let stop = server.stop_handle();
+    ctrlc::set_handler(move || stop.stop()).expect("no other signal handler is installed");
+    println!(
+        "chatroom on http://{}/ (Ctrl-C to stop)",
+        server
+            .local_addr()
+            .expect("a bound listener has an address")
+    );
+    if let Err(e) = server.run(Chatroom::default()) {
+        eprintln!("chatroom: {e}");
+        std::process::exit(1);
+    }
+    println!("chatroom stopped");
+}

@@ -1,0 +1,70 @@
+//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users` and, where asked, `--max-message`.
+
+use std::process::exit;
+
+/// The parsed flags.
+pub struct Args {
+    pub host: String,
+    pub port: u16,
+    pub max_users: usize,
+    pub max_message: usize,
+}
+
+/// Parses `std::env::args`; prints usage and exits with status 2 on an unknown flag or a bad value.
+pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
+    let usage = format!(
+        "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N]{}\n\
+         defaults: --host {} --port {} --max-users {}{}",
+        if with_max_message {
+            " [--max-message BYTES]"
+        } else {
+            ""
+        },
+        defaults.host,
+        defaults.port,
+        defaults.max_users,
+        if with_max_message {
+            format!(" --max-message {}", defaults.max_message)
+        } else {
+            String::new()
+        },
+    );
+    let fail = |why: String| -> ! {
+        eprintln!("{name}: {why}\n{usage}");
+        exit(2)
+    };
+    let mut args = defaults;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            println!("{usage}");
+            exit(0);
+        }
+        let known = ["--host", "--port", "--max-users"].contains(&flag.as_str())
+            || (with_max_message && flag == "--max-message");
+        if !known {
+            fail(format!("unknown flag {flag}"));
+        }
+        let Some(value) = it.next() else {
+            fail(format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--host" => args.host = value.clone(),
+            "--port" => args.port = number(&flag, &value).unwrap_or_else(|why| fail(why)),
+            "--max-users" => args.max_users = number(&flag, &value).unwrap_or_else(|why| fail(why)),
+            _ => args.max_message = number(&flag, &value).unwrap_or_else(|why| fail(why)),
+        }
+    }
+    args
+}
+
+/// Starts `env_logger` at `info` unless `RUST_LOG` says otherwise (`RUST_LOG=debug`, `RUST_LOG=wsloop=trace`).
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("bad value for {flag}: {value:?}"))
+}

@@ -1,0 +1,55 @@
+//! The echo server: every message comes back to its sender, with the same opcode.
+//!
+//! This is the server the Autobahn Testsuite and the load tests talk to. Run it with
+//!
+//! ```text
+//! cargo run --release --example echo -- --port 9001 --max-users 10000
+//! ```
+//!
+//! and try it from another terminal with any WebSocket client, e.g. `python3 -m websockets ws://127.0.0.1:9001/`.
+//! `RUST_LOG=wsloop=trace` prints every frame header that goes in and out.
+
+#[path = "common/args.rs"]
+mod args;
+
+use wsloop::{Config, ConnId, Handle, Handler, Message, Server};
+
+/// The whole application: the PHP `send` callback, answering each received message with itself.
+struct Echo;
+
+impl Handler for Echo {
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        ws.send(id, msg);
+    }
+}
+
+fn main() {
+    args::init_logging();
+    let defaults = args::Args {
+        host: "127.0.0.1".into(),
+        port: 9001,
+        max_users: 10_000,
+        max_message: 16 << 20,
+    };
+    let args = args::parse("echo", defaults, false);
+    let config = Config {
+        max_users: args.max_users,
+        ..Config::default()
+    };
+    let server = Server::bind((args.host.as_str(), args.port), config).unwrap_or_else(|e| {
+        eprintln!("echo: cannot listen on {}:{}: {e}", args.host, args.port);
+        std::process::exit(1)
+    });
+    let stop = server.stop_handle();
+    ctrlc::set_handler(move || stop.stop()).expect("no other signal handler is installed");
+    println!(
+        "echo server on ws://{}/",
+        server
+            .local_addr()
+            .expect("a bound listener has an address")
+    );
+    if let Err(e) = server.run(Echo) {
+        eprintln!("echo: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,237 @@
+//! One client: its socket, its `is_handshaked` flag, its buffers and its deadline.
+//!
+//! In the PHP tutorial a client was an entry of `$this->accept` plus a flag in `$this->isHand`. Here it is a
+//! [`Connection`] in the server's slab, keyed by its mio token. This module holds data and buffer I/O only:
+//! reading what the socket has, writing what is queued. What the bytes mean is decided in `server.rs`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::error::{interrupted, would_block};
+use crate::message::{Assembler, Probe};
+
+/// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
+/// newer client that happens to get the same slab slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    serial: u64,
+    key: usize,
+}
+
+impl ConnId {
+    pub(crate) fn new(serial: u64, key: usize) -> ConnId {
+        ConnId { serial, key }
+    }
+
+    /// The id as a number: 1 for the first connection the server accepted, 2 for the next, and so on.
+    pub fn get(self) -> u64 {
+        self.serial
+    }
+
+    /// The slab key (and mio token) of the connection.
+    pub(crate) fn key(self) -> usize {
+        self.key
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.serial)
+    }
+}
+
+/// Where a connection stands in the closing handshake (RFC 6455 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// We sent a close frame and wait for the peer's (§7.1.2); data frames that still arrive are dropped.
+    Sent,
+    /// Nothing more will be sent after what is queued: once it is written the server shuts down its side of the
+    /// TCP connection first (§7.1.1) and reads until the peer's FIN, so the peer sees our last frame, not a reset.
+    Done,
+}
+
+/// Bytes waiting to be written. Broadcasts share one encoded frame between all their receivers.
+pub(crate) enum Chunk {
+    /// A frame (or HTTP response) for this connection alone.
+    Owned(Vec<u8>),
+    /// A frame encoded once and shared by every receiver of a broadcast.
+    Shared(Rc<Vec<u8>>),
+    /// A control frame: may jump ahead of queued data frames, never behind a close.
+    Control(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) | Chunk::Control(v) => v,
+            Chunk::Shared(v) => v,
+        }
+    }
+}
+
+/// One client connection, as the PHP version kept it in `$this->accept` and `$this->isHand`.
+pub(crate) struct Connection {
+    /// The socket, registered with the poll under this connection's slab key.
+    pub stream: TcpStream,
+    /// The id handed to callbacks.
+    pub id: ConnId,
+    /// The peer's address, for logs.
+    pub peer: SocketAddr,
+    /// The PHP `isHand` flag: false until `upgrade` has answered 101.
+    pub is_handshaked: bool,
+    /// Set once the connection stops carrying messages.
+    pub closing: Option<Closing>,
+    /// Our side of the TCP connection is shut down; we only read until the peer's FIN.
+    pub is_write_shut: bool,
+    /// Bytes of a handshake or frame that has not fully arrived. Empty (and unallocated) most of the time: complete
+    /// frames are decoded straight from the server's shared read buffer.
+    pub read_buf: Vec<u8>,
+    /// Fragments to messages.
+    pub assembler: Assembler,
+    /// Fail-fast UTF-8 state for a text frame that is still arriving.
+    pub probe: Probe,
+    /// When the timer of this connection fires (handshake, idle or close timeout), if one is armed.
+    pub deadline: Option<Instant>,
+    /// When the peer last sent anything.
+    pub last_seen: Instant,
+    /// A ping went out for idleness and no frame has come back since.
+    pub is_awaiting_pong: bool,
+    /// Queued in the server's list of connections to flush.
+    pub is_dirty: bool,
+    out: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    out_pos: usize,
+    /// Bytes queued and not yet written.
+    buffered: usize,
+}
+
+impl Connection {
+    pub fn new(
+        stream: TcpStream,
+        id: ConnId,
+        peer: SocketAddr,
+        max_message: usize,
+        now: Instant,
+    ) -> Connection {
+        Connection {
+            stream,
+            id,
+            peer,
+            is_handshaked: false,
+            closing: None,
+            is_write_shut: false,
+            read_buf: Vec::new(),
+            assembler: Assembler::new(max_message),
+            probe: Probe::default(),
+            deadline: None,
+            last_seen: now,
+            is_awaiting_pong: false,
+            is_dirty: false,
+            out: VecDeque::new(),
+            out_pos: 0,
+            buffered: 0,
+        }
+    }
+
+    /// Open for messages: handshaked and not closing.
+    pub fn is_open(&self) -> bool {
+        self.is_handshaked && self.closing.is_none()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Reads once into `buf`. Unlike the PHP version's single 1024-byte `socket_recv`, the server calls this until
+    /// it reports `WouldBlock`: mio reports readiness once per change, so bytes left unread would never be reported
+    /// again. `Ok(0)` is the peer's FIN.
+    pub fn read_available(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Err(e) if interrupted(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Queues a data frame (or an HTTP response) behind everything already queued.
+    pub fn push(&mut self, chunk: Chunk) {
+        self.buffered += chunk.bytes().len();
+        self.out.push_back(chunk);
+    }
+
+    /// Queues a control frame ahead of queued data frames (but behind other control frames and behind a frame that
+    /// is half written), so a pong is never stuck behind megabytes of data for a slow reader.
+    pub fn push_control(&mut self, frame: Vec<u8>) {
+        let mut at = usize::from(self.out_pos > 0);
+        while matches!(self.out.get(at), Some(Chunk::Control(_))) {
+            at += 1;
+        }
+        self.buffered += frame.len();
+        self.out
+            .insert(at.min(self.out.len()), Chunk::Control(frame));
+    }
+
+    /// Drops every queued data frame that has not started to go out; returns the bytes dropped.
+    pub fn discard_unsent(&mut self) -> usize {
+        let keep = usize::from(self.out_pos > 0);
+        let dropped: usize = self.out.iter().skip(keep).map(|c| c.bytes().len()).sum();
+        self.out.truncate(keep);
+        self.buffered -= dropped;
+        dropped
+    }
+
+    /// Writes queued bytes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
+    ///
+    /// Several frames go out in one vectored write. Unlike the PHP version's `socket_write`, a write may be partial:
+    /// what is left stays queued, and the server calls this again on the next `WRITABLE` event.
+    pub fn write_pending(&mut self) -> io::Result<bool> {
+        const MAX_SLICES: usize = 64;
+        while !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (i, chunk) in self.out.iter().take(MAX_SLICES).enumerate() {
+                let bytes = chunk.bytes();
+                slices[i] = IoSlice::new(if i == 0 {
+                    &bytes[self.out_pos..]
+                } else {
+                    bytes
+                });
+                count += 1;
+            }
+            let written = match self.stream.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            self.advance(written);
+        }
+        if self.out.capacity() > 16 {
+            self.out = VecDeque::new();
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        self.buffered -= written;
+        while let Some(front) = self.out.front() {
+            let left = front.bytes().len() - self.out_pos;
+            if written < left {
+                self.out_pos += written;
+                return;
+            }
+            written -= left;
+            self.out_pos = 0;
+            self.out.pop_front();
+        }
+    }
+}

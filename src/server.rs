@@ -1,0 +1,921 @@
+//! The poll loop: `start_server`, `add_accept`, `upgrade`, `close`, and what happens on each readiness event.
+//!
+//! In the PHP tutorial this is the class with `start_server()`, `add_accept()`, `upgrade()` and `close()`, and its
+//! `while(TRUE)` around `socket_select`. Here one [`mio::Poll`] watches the listener (token [`LISTENER`]) and every
+//! accepted socket (token = its key in the connection slab). Only this module and `connection.rs` touch sockets.
+//!
+//! Unlike `socket_select`, mio is edge-triggered: it reports a socket when it *becomes* ready, not while it stays
+//! ready. So the loop accepts until `WouldBlock`, reads until `WouldBlock`, and keeps whatever a write could not
+//! take in the connection's buffer until the next `WRITABLE` event. And unlike the PHP loop, nothing sleeps: the
+//! poll timeout is the nearest connection deadline.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::mem;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::connection::{Chunk, Closing, ConnId, Connection};
+use crate::error::{close_code, interrupted, would_block, Error, FrameError, HandshakeError};
+use crate::frame::{self, Limits, OpCode};
+use crate::handler::{Action, Handle, Handler};
+use crate::handshake;
+use crate::message::{Event, Probe};
+use crate::Status;
+
+/// The listening socket's token. Connection tokens are slab keys, which never come near it.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the waker that [`StopHandle::stop`] uses.
+pub const WAKER: Token = Token(usize::MAX);
+
+/// How long accepting pauses when the process is out of file descriptors (or the kernel out of buffers).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The shared read buffer: complete frames are decoded straight out of it, without a per-connection copy.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per readiness event before other connections get their turn (the rest is read on the next turn).
+const READS_PER_TURN: usize = 16;
+/// §5.5: a close reason must fit in a 125-byte control payload after the 2-byte code.
+const MAX_CLOSE_REASON: usize = 123;
+
+/// The server's limits and timeouts. Every field has a default; see the README for what a peer sees at each limit.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The PHP `maxuser`: handshaked connections at most; one more is refused with HTTP 503.
+    pub max_users: usize,
+    /// The largest message, counted over all its fragments, in bytes (inclusive); over it: close 1009.
+    pub max_message: usize,
+    /// The largest request head in bytes; over it: HTTP 431.
+    pub max_head: usize,
+    /// Outbound bytes a connection may have queued. A message that would go past it drops the connection with
+    /// close 1008 instead (an empty queue always takes one message, so a single large message still goes out).
+    pub max_buffered: usize,
+    /// A connection that has not completed its handshake by then is dropped (slowloris).
+    pub handshake_timeout: Duration,
+    /// After this long without a frame from the peer, the server pings it; after as long again, it drops it.
+    /// `None` turns heartbeats off.
+    pub idle_timeout: Option<Duration>,
+    /// How long a closing connection may take to finish the closing handshake before its socket is dropped.
+    pub close_timeout: Duration,
+    /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_users: 10_000,
+            max_message: 16 << 20,
+            max_head: 8 << 10,
+            max_buffered: 4 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(30)),
+            close_timeout: Duration::from_secs(5),
+            allowed_origins: None,
+        }
+    }
+}
+
+/// Stops a running server from any thread: every client gets close 1001, then [`Server::run`] returns.
+#[derive(Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the loop to shut down. Returns at once; the loop finishes within its close timeout.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            warn!("could not wake the loop to stop it: {e}");
+        }
+    }
+}
+
+/// What the overflow policy and the loop did, logged as it happens and when the server stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Connections dropped because their outbound buffer overflowed.
+    pub dropped_slow: u64,
+    /// The most bytes any one connection had queued.
+    pub peak_buffered: usize,
+}
+
+/// The WebSocket server: a listener, a poll, and the pool of connections.
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    conns: Slab<Connection>,
+    config: Config,
+    limits: Limits,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    scratch: Vec<u8>,
+    actions: Vec<Action>,
+    dirty: Vec<usize>,
+    more_to_read: Vec<usize>,
+    users: usize,
+    next_serial: u64,
+    now: Instant,
+    accept_paused_until: Option<Instant>,
+    stopping_since: Option<Instant>,
+    stop_flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    stats: Stats,
+}
+
+impl Server {
+    /// Mirrors `start_server()` in the PHP chatroom: bind, listen, then loop forever calling the user's handler.
+    pub fn start_server<A: ToSocketAddrs, H: Handler>(
+        addr: A,
+        config: Config,
+        handler: H,
+    ) -> Result<(), Error> {
+        Server::bind(addr, config)?.run(handler)
+    }
+
+    /// The first half of `start_server()`: create the listening socket and the poll, and register the listener.
+    ///
+    /// Like the PHP version's `SO_REUSEADDR`, mio sets address reuse on the listener, so a restart does not wait
+    /// for old connections in `TIME_WAIT`.
+    pub fn bind<A: ToSocketAddrs>(addr: A, config: Config) -> Result<Server, Error> {
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to"))?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let limits = Limits {
+            max_payload: config.max_message as u64,
+            require_mask: true,
+        };
+        Ok(Server {
+            poll,
+            listener,
+            conns: Slab::new(),
+            config,
+            limits,
+            timers: BinaryHeap::new(),
+            scratch: vec![0; READ_CHUNK],
+            actions: Vec::new(),
+            dirty: Vec::new(),
+            more_to_read: Vec::new(),
+            users: 0,
+            next_serial: 0,
+            now: Instant::now(),
+            accept_paused_until: None,
+            stopping_since: None,
+            stop_flag: Arc::new(AtomicBool::new(false)),
+            waker,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that stops the server from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            flag: self.stop_flag.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// The second half of `start_server()`: the PHP `while(TRUE)` around `socket_select`. Returns after a stop.
+    pub fn run<H: Handler>(mut self, mut handler: H) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        info!("listening on {}", self.local_addr()?);
+        loop {
+            // Unlike the PHP loop's sleep(1), wait exactly until something happens or the nearest deadline.
+            let timeout = if self.more_to_read.is_empty() {
+                self.next_timeout()
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if interrupted(&e) {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            self.now = Instant::now();
+            for key in mem::take(&mut self.more_to_read) {
+                self.on_readable(&mut handler, key);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.add_accept(),
+                    WAKER => self.on_wake(&mut handler),
+                    Token(key) => {
+                        // A readable socket is, as in the PHP loop, either upgraded or decoded (or closed on EOF).
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(&mut handler, key);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(key);
+                        }
+                    }
+                }
+            }
+            self.fire_timers(&mut handler);
+            self.flush_dirty(&mut handler);
+            if self.stopping_since.is_some() && self.conns.is_empty() {
+                break;
+            }
+        }
+        info!(
+            "stopped: {} accepted, {} handshakes, {} dropped as too slow, peak of {} bytes queued for one connection",
+            self.stats.accepted, self.stats.handshakes, self.stats.dropped_slow, self.stats.peak_buffered
+        );
+        Ok(())
+    }
+
+    /// Mirrors `add_accept()` in the PHP chatroom: accept the new socket and add it to the pool, not handshaked.
+    ///
+    /// Unlike the PHP version, which accepted one socket per `socket_select`, this accepts until `WouldBlock`:
+    /// the listener is reported once however many connections wait in the backlog.
+    fn add_accept(&mut self) {
+        if self.stopping_since.is_some() || self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if would_block(&e) => return,
+                Err(e) if interrupted(&e) || e.kind() == io::ErrorKind::ConnectionAborted => {
+                    continue
+                }
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS: retrying at once would spin. Serve the connections we have and
+                    // try again shortly; the waiting clients stay in the kernel's backlog meanwhile.
+                    warn!("accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!("could not register a connection from {peer}: {e}");
+                continue;
+            }
+            // Frames are written whole, often one per write: Nagle's algorithm would only delay them.
+            let _ = stream.set_nodelay(true);
+            self.next_serial += 1;
+            let id = ConnId::new(self.next_serial, key);
+            entry.insert(Connection::new(
+                stream,
+                id,
+                peer,
+                self.config.max_message,
+                self.now,
+            ));
+            self.stats.accepted += 1;
+            self.arm(key, self.now + self.config.handshake_timeout);
+            debug!("{id} accepted from {peer}");
+        }
+    }
+
+    /// A readable socket: read until `WouldBlock`, handing each batch of bytes to [`Server::receive`].
+    fn on_readable<H: Handler>(&mut self, handler: &mut H, key: usize) {
+        let mut scratch = mem::take(&mut self.scratch);
+        for turn in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                break;
+            };
+            let n = match conn.read_available(&mut scratch) {
+                Ok(0) => {
+                    // The PHP loop's "nothing read means close()": the peer sent its FIN.
+                    self.close(handler, key, close_code::ABNORMAL);
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if would_block(&e) => break,
+                Err(e) => {
+                    debug!("{} read failed: {e}", conn.id);
+                    self.close(handler, key, close_code::ABNORMAL);
+                    break;
+                }
+            };
+            conn.last_seen = self.now;
+            conn.is_awaiting_pong = false;
+            if conn.closing == Some(Closing::Done) {
+                continue; // our last frame is queued or sent: what the peer still sends is drained and dropped
+            }
+            if !self.receive(handler, key, &mut scratch[..n]) {
+                break;
+            }
+            if n < scratch.len() {
+                // A short read emptied the socket's receive queue: anything arriving later raises a new edge,
+                // so the read that would only say `WouldBlock` can be skipped.
+                break;
+            }
+            if turn + 1 == READS_PER_TURN && !self.more_to_read.contains(&key) {
+                // Fairness: this peer may have more waiting; come back to it after the others had their turn.
+                self.more_to_read.push(key);
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// New bytes for a connection: join them to what was left over, consume what is complete, keep the rest.
+    /// Returns false if the connection is gone.
+    fn receive<H: Handler>(&mut self, handler: &mut H, key: usize, fresh: &mut [u8]) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let id = conn.id;
+        let mut joined = mem::take(&mut conn.read_buf);
+        let is_fresh = joined.is_empty();
+        let used = if is_fresh {
+            self.consume(handler, key, fresh)
+        } else {
+            joined.extend_from_slice(fresh);
+            self.consume(handler, key, &mut joined)
+        };
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) else {
+            return false;
+        };
+        if conn.closing == Some(Closing::Done) {
+            return true; // nothing more will be decoded
+        }
+        if is_fresh {
+            conn.read_buf.extend_from_slice(&fresh[used..]);
+        } else {
+            joined.drain(..used);
+            if joined.is_empty() && joined.capacity() > READ_CHUNK {
+                joined = Vec::new(); // a large frame is done: give its memory back
+            }
+            conn.read_buf = joined;
+        }
+        true
+    }
+
+    /// Decodes what `input` holds completely: the handshake if the connection has none yet, then frames.
+    /// Returns the bytes used.
+    fn consume<H: Handler>(&mut self, handler: &mut H, key: usize, input: &mut [u8]) -> usize {
+        let mut used = 0;
+        if !self.conns[key].is_handshaked {
+            match self.upgrade(handler, key, input) {
+                Some(head_len) if self.conns[key].is_handshaked => used = head_len,
+                Some(_) => return input.len(),
+                None => return 0,
+            }
+        }
+        let mut assembler = mem::take(&mut self.conns[key].assembler);
+        loop {
+            let conn = &mut self.conns[key];
+            if conn.closing == Some(Closing::Done) {
+                break;
+            }
+            let rest = &mut input[used..];
+            if log::log_enabled!(log::Level::Trace) {
+                trace_frame(conn.id, "<", rest);
+            }
+            match frame::decode(rest, &self.limits) {
+                Ok(Status::Partial) => {
+                    // Fail fast on invalid text that is still arriving (RFC 6455 §8.1).
+                    if let Ok(Status::Complete(header)) = frame::decode_header(rest, &self.limits) {
+                        let masked = rest.get(header.header_len..).unwrap_or_default();
+                        if let Err(e) = assembler.check_partial(&header, masked, &mut conn.probe) {
+                            self.fail(handler, key, e);
+                        }
+                    }
+                    break;
+                }
+                Ok(Status::Complete((frame, n))) => {
+                    used += n;
+                    conn.probe = Probe::default();
+                    match assembler.push(frame) {
+                        Ok(None) => {}
+                        Ok(Some(event)) => self.on_event(handler, key, event),
+                        Err(e) => self.fail(handler, key, e),
+                    }
+                }
+                Err(e) => self.fail(handler, key, e),
+            }
+        }
+        assembler.release();
+        self.conns[key].assembler = assembler;
+        used
+    }
+
+    /// Mirrors `decode()`'s caller in the PHP loop: one decoded event, handed to the user or answered.
+    fn on_event<H: Handler>(&mut self, handler: &mut H, key: usize, event: Event<'_>) {
+        let conn = &mut self.conns[key];
+        let id = conn.id;
+        match event {
+            // After our close frame, data that still arrives is dropped (§7.1.2).
+            Event::Message(_) | Event::Ping(_) if conn.closing.is_some() => {}
+            Event::Message(msg) => {
+                handler.send(
+                    &mut Handle::new(&self.conns, &mut self.actions, self.users),
+                    id,
+                    msg,
+                );
+                self.apply_actions(handler);
+            }
+            Event::Ping(payload) => {
+                // §5.5.2: answer a ping with a pong carrying the same payload, as soon as possible.
+                let mut pong = Vec::with_capacity(2 + payload.len());
+                frame::encode(&mut pong, true, OpCode::Pong, payload);
+                trace_frame(id, ">", &pong);
+                conn.push_control(pong);
+                self.mark_dirty(key);
+            }
+            Event::Pong(_) => {} // proof of life; `last_seen` is already updated
+            Event::Close(close) => match conn.closing {
+                None => {
+                    // §5.5.1: answer with a close frame echoing the status code, after everything already queued.
+                    let code = close.map(|(code, _)| code);
+                    debug!("{id} sent close {code:?}");
+                    self.queue_close(key, code, "");
+                    self.begin_close(
+                        handler,
+                        key,
+                        Closing::Done,
+                        code.unwrap_or(close_code::NO_STATUS),
+                    );
+                }
+                Some(_) => {
+                    // The peer answered our close: §7.1.1, the server closes the TCP connection first.
+                    conn.closing = Some(Closing::Done);
+                    self.mark_dirty(key);
+                }
+            },
+        }
+    }
+
+    /// Mirrors `upgrade()` in the PHP chatroom: answer the handshake and mark the connection handshaked.
+    ///
+    /// Unlike the PHP version, which trusted one 1024-byte read to hold the whole request, this waits for the blank
+    /// line (`None` until then), checks every requirement of RFC 6455 §4.2.1 and refuses a bad request with a
+    /// status and a one-line reason. Returns the length of the request head.
+    fn upgrade<H: Handler>(&mut self, handler: &mut H, key: usize, input: &[u8]) -> Option<usize> {
+        let (req, head_len) = match handshake::parse_request(input, self.config.max_head) {
+            Ok(Status::Partial) => return None,
+            Ok(Status::Complete(parsed)) => parsed,
+            Err(e) => {
+                self.refuse(key, &e);
+                return Some(0);
+            }
+        };
+        if !req.is_websocket() {
+            // Plain HTTP: the user's page (the chatroom's HTML), or 426 telling the client what this server is.
+            match handler.http(&req).filter(|_| req.method == "GET") {
+                Some(response) => {
+                    debug!(
+                        "{} {} {} -> {}",
+                        self.conns[key].id, req.method, req.path, response.status
+                    );
+                    self.finish_http(key, response.into_bytes());
+                }
+                None => self.refuse(key, &HandshakeError::NotWebSocket),
+            }
+            return Some(0);
+        }
+        let ws_key = match handshake::validate(&req) {
+            Ok(ws_key) => ws_key,
+            Err(e) => {
+                self.refuse(key, &e);
+                return Some(0);
+            }
+        };
+        if let Some(allowed) = &self.config.allowed_origins {
+            let origin = req.header("Origin").unwrap_or_default();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+                self.refuse(key, &HandshakeError::OriginNotAllowed);
+                return Some(0);
+            }
+        }
+        if self.users >= self.config.max_users || self.stopping_since.is_some() {
+            self.refuse(key, &HandshakeError::TooManyUsers);
+            return Some(0);
+        }
+        let protocol = match handler.accept(&req) {
+            Ok(protocol) => protocol,
+            Err(status) => {
+                self.refuse(key, &HandshakeError::Refused(status));
+                return Some(0);
+            }
+        };
+        let conn = &mut self.conns[key];
+        conn.push(Chunk::Owned(handshake::switching_protocols(
+            ws_key,
+            protocol.as_deref(),
+        )));
+        conn.is_handshaked = true;
+        let id = conn.id;
+        debug!("{id} handshake done: {} {}", req.method, req.path);
+        self.users += 1;
+        self.stats.handshakes += 1;
+        self.mark_dirty(key);
+        match self.config.idle_timeout {
+            Some(idle) => self.arm(key, self.now + idle),
+            None => self.conns[key].deadline = None,
+        }
+        // The PHP `add` callback, called right after the upgrade as in the original.
+        handler.add(
+            &mut Handle::new(&self.conns, &mut self.actions, self.users),
+            id,
+        );
+        self.apply_actions(handler);
+        Some(head_len)
+    }
+
+    /// Answers a handshake that failed a check, then closes.
+    fn refuse(&mut self, key: usize, error: &HandshakeError) {
+        let conn = &self.conns[key];
+        warn!(
+            "{} handshake from {} refused: {} {error}",
+            conn.id,
+            conn.peer,
+            error.status()
+        );
+        self.finish_http(key, handshake::reject(error));
+    }
+
+    /// Queues a last HTTP response; the connection closes once it is written.
+    fn finish_http(&mut self, key: usize, response: Vec<u8>) {
+        let conn = &mut self.conns[key];
+        conn.push(Chunk::Owned(response));
+        conn.closing = Some(Closing::Done);
+        self.arm(key, self.now + self.config.close_timeout);
+        self.mark_dirty(key);
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): close frame with the error's code, then the TCP connection goes.
+    fn fail<H: Handler>(&mut self, handler: &mut H, key: usize, error: FrameError) {
+        let conn = &self.conns[key];
+        let code = error.close_code();
+        warn!(
+            "{} from {}: {error}; closing with {code}",
+            conn.id, conn.peer
+        );
+        if conn.closing.is_none() {
+            self.queue_close(key, Some(code), &error.to_string());
+        }
+        self.begin_close(handler, key, Closing::Done, code);
+    }
+
+    /// Queues a close frame with `code` and `reason` behind everything already queued.
+    fn queue_close(&mut self, key: usize, code: Option<u16>, reason: &str) {
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        if let Some(code) = code {
+            payload.extend_from_slice(&code.to_be_bytes());
+            payload.extend_from_slice(truncate_utf8(reason, MAX_CLOSE_REASON).as_bytes());
+        }
+        let mut close = Vec::with_capacity(2 + payload.len());
+        frame::encode(&mut close, true, OpCode::Close, &payload);
+        let conn = &mut self.conns[key];
+        trace_frame(conn.id, ">", &close);
+        conn.push(Chunk::Owned(close));
+        self.mark_dirty(key);
+    }
+
+    /// The connection stops carrying messages: arm the close timeout and, if it was open, call the `close` callback.
+    fn begin_close<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        key: usize,
+        closing: Closing,
+        code: u16,
+    ) {
+        let conn = &mut self.conns[key];
+        let was_open = conn.is_open();
+        conn.closing = Some(closing);
+        let id = conn.id;
+        self.arm(key, self.now + self.config.close_timeout);
+        self.mark_dirty(key);
+        if was_open {
+            self.users -= 1;
+            handler.close(
+                &mut Handle::new(&self.conns, &mut self.actions, self.users),
+                id,
+                code,
+            );
+            self.apply_actions(handler);
+        }
+    }
+
+    /// Mirrors `close()` in the PHP chatroom: close the socket and remove it from the pool, then, if it was still
+    /// open, call the user's `close` callback (a connection that closed cleanly had it called when closing began).
+    fn close<H: Handler>(&mut self, handler: &mut H, key: usize, code: u16) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());
+        if conn.is_open() {
+            self.users -= 1;
+            handler.close(
+                &mut Handle::new(&self.conns, &mut self.actions, self.users),
+                conn.id,
+                code,
+            );
+            self.apply_actions(handler);
+        }
+    }
+
+    /// Carries out what callbacks asked of their handle, in order. A callback run from here (the `close` of a
+    /// connection a callback closed) may ask for more; that is carried out too.
+    fn apply_actions<H: Handler>(&mut self, handler: &mut H) {
+        while !self.actions.is_empty() {
+            for action in mem::take(&mut self.actions) {
+                match action {
+                    Action::Send(id, frame) => {
+                        if let Some(key) = self.open_key(id) {
+                            trace_frame(id, ">", &frame);
+                            self.queue_data(handler, key, Chunk::Owned(frame));
+                        }
+                    }
+                    Action::Broadcast(frame) => self.broadcast(handler, frame),
+                    Action::Close(id, code, reason) => {
+                        if let Some(key) = self.open_key(id) {
+                            let code = if crate::message::is_valid_close_code(code) {
+                                code
+                            } else {
+                                close_code::NORMAL
+                            };
+                            debug!("{id} closed by the application with {code}");
+                            self.queue_close(key, Some(code), &reason);
+                            self.begin_close(handler, key, Closing::Sent, code);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues one shared frame for every open connection; those whose buffer overflows are dropped afterwards,
+    /// so every other receiver still gets every message in order.
+    fn broadcast<H: Handler>(&mut self, handler: &mut H, frame: Rc<Vec<u8>>) {
+        if log::log_enabled!(log::Level::Trace) {
+            trace!("broadcast to {} connections:", self.users);
+            trace_frame(ConnId::new(0, 0), ">", &frame);
+        }
+        let mut overflowed = Vec::new();
+        for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
+            if would_overflow(conn, frame.len(), self.config.max_buffered) {
+                overflowed.push(key);
+                continue;
+            }
+            conn.push(Chunk::Shared(frame.clone()));
+            self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
+            if !conn.is_dirty {
+                conn.is_dirty = true;
+                self.dirty.push(key);
+            }
+        }
+        for key in overflowed {
+            self.overflow(handler, key);
+        }
+    }
+
+    /// Queues a data frame for one connection, or drops the connection if its buffer would overflow.
+    fn queue_data<H: Handler>(&mut self, handler: &mut H, key: usize, chunk: Chunk) {
+        let conn = &mut self.conns[key];
+        if would_overflow(conn, chunk_len(&chunk), self.config.max_buffered) {
+            return self.overflow(handler, key);
+        }
+        conn.push(chunk);
+        self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
+        self.mark_dirty(key);
+    }
+
+    /// A receiver too slow for what it is sent: drop what it has not started to receive and close it with 1008.
+    fn overflow<H: Handler>(&mut self, handler: &mut H, key: usize) {
+        let conn = &mut self.conns[key];
+        let queued = conn.buffered();
+        let dropped = conn.discard_unsent();
+        self.stats.dropped_slow += 1;
+        warn!(
+            "{} reads too slowly: {queued} bytes queued (limit {}); dropping {dropped} unsent bytes and closing \
+             with 1008 ({} connections dropped as too slow so far)",
+            conn.id, self.config.max_buffered, self.stats.dropped_slow
+        );
+        self.queue_close(
+            key,
+            Some(close_code::POLICY_VIOLATION),
+            "too slow to read what it is sent",
+        );
+        self.begin_close(handler, key, Closing::Done, close_code::POLICY_VIOLATION);
+    }
+
+    /// Writes what each connection touched this turn has queued; finishes closes whose last frame went out.
+    fn flush_dirty<H: Handler>(&mut self, handler: &mut H) {
+        while !self.dirty.is_empty() {
+            for key in mem::take(&mut self.dirty) {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    continue;
+                };
+                conn.is_dirty = false;
+                if conn.is_write_shut {
+                    continue;
+                }
+                match conn.write_pending() {
+                    Ok(true) if conn.closing == Some(Closing::Done) => {
+                        // §7.1.1: the server closes the TCP connection first. Shut down our side and read until the
+                        // peer's FIN (or the close timeout), so our last frame is not lost to a reset.
+                        let _ = conn.stream.shutdown(Shutdown::Write);
+                        conn.is_write_shut = true;
+                        debug!("{} last frame sent; TCP write side shut down", conn.id);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!("{} write failed: {e}", conn.id);
+                        self.close(handler, key, close_code::ABNORMAL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Timers: a slowloris that never finishes its handshake, an idle peer to ping, a close that never completes.
+    fn on_timeout<H: Handler>(&mut self, handler: &mut H, key: usize) {
+        let conn = &mut self.conns[key];
+        let id = conn.id;
+        if !conn.is_handshaked && conn.closing.is_none() {
+            info!(
+                "{id} from {} did not complete its handshake in time; dropping it",
+                conn.peer
+            );
+            return self.close(handler, key, close_code::ABNORMAL);
+        }
+        if conn.closing.is_some() {
+            debug!("{id} closing handshake timed out");
+            return self.close(handler, key, close_code::ABNORMAL);
+        }
+        let Some(idle) = self.config.idle_timeout else {
+            return;
+        };
+        let quiet_until = conn.last_seen + idle;
+        if quiet_until > self.now {
+            self.arm(key, quiet_until);
+        } else if conn.is_awaiting_pong {
+            info!("{id} answered no ping in {idle:?}; dropping it");
+            self.close(handler, key, close_code::ABNORMAL);
+        } else {
+            let mut ping = Vec::new();
+            frame::encode(&mut ping, true, OpCode::Ping, b"wsloop");
+            trace_frame(id, ">", &ping);
+            conn.push_control(ping);
+            conn.is_awaiting_pong = true;
+            self.arm(key, self.now + idle);
+            self.mark_dirty(key);
+        }
+    }
+
+    /// The waker fired: if a stop was asked for, start the graceful shutdown.
+    fn on_wake<H: Handler>(&mut self, handler: &mut H) {
+        if !self.stop_flag.load(Ordering::SeqCst) || self.stopping_since.is_some() {
+            return;
+        }
+        info!(
+            "stopping: closing {} connections with 1001",
+            self.conns.len()
+        );
+        self.stopping_since = Some(self.now);
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let Some(conn) = self.conns.get(key) else {
+                continue;
+            };
+            if conn.is_open() {
+                self.queue_close(key, Some(close_code::GOING_AWAY), "server shutting down");
+                self.begin_close(handler, key, Closing::Sent, close_code::GOING_AWAY);
+            } else if !conn.is_handshaked {
+                self.close(handler, key, close_code::GOING_AWAY);
+            }
+        }
+    }
+
+    fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
+        while let Some(&Reverse((at, key, serial))) = self.timers.peek() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            // Timers are never removed, only superseded: an entry counts only if it is the connection's deadline.
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.id.get() != serial || conn.deadline != Some(at) {
+                continue;
+            }
+            conn.deadline = None;
+            self.on_timeout(handler, key);
+        }
+        if self
+            .accept_paused_until
+            .is_some_and(|until| until <= self.now)
+        {
+            self.accept_paused_until = None;
+            self.add_accept();
+        }
+        if self
+            .stopping_since
+            .is_some_and(|since| since + self.config.close_timeout <= self.now)
+        {
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                self.close(handler, key, close_code::GOING_AWAY);
+            }
+        }
+    }
+
+    /// How long `poll` may wait: until the nearest deadline, or forever if there is none.
+    fn next_timeout(&self) -> Option<Duration> {
+        let timers = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let stop = self
+            .stopping_since
+            .map(|since| since + self.config.close_timeout);
+        [timers, stop, self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Sets a connection's one deadline; the previous one, if any, is superseded.
+    fn arm(&mut self, key: usize, at: Instant) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.deadline = Some(at);
+            self.timers.push(Reverse((at, key, conn.id.get())));
+        }
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.is_dirty {
+                conn.is_dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// The slab key of `id` if that connection still exists and is open.
+    fn open_key(&self, id: ConnId) -> Option<usize> {
+        self.conns
+            .get(id.key())
+            .filter(|c| c.id == id && c.is_open())
+            .map(|_| id.key())
+    }
+}
+
+/// True if queuing `len` more bytes would take the connection past `max`. An empty queue always takes one message.
+fn would_overflow(conn: &Connection, len: usize, max: usize) -> bool {
+    conn.buffered() > 0 && conn.buffered().saturating_add(len) > max
+}
+
+fn chunk_len(chunk: &Chunk) -> usize {
+    match chunk {
+        Chunk::Owned(v) | Chunk::Control(v) => v.len(),
+        Chunk::Shared(v) => v.len(),
+    }
+}
+
+/// `RUST_LOG=wsloop=trace`: each frame header, annotated as in the RFC's diagram. Costs one branch when disabled.
+fn trace_frame(id: ConnId, direction: &str, bytes: &[u8]) {
+    if log::log_enabled!(log::Level::Trace) {
+        let any = Limits {
+            max_payload: u64::MAX >> 1,
+            require_mask: false,
+        };
+        if let Ok(Status::Complete(header)) = frame::decode_header(bytes, &any) {
+            trace!("{id} {direction} {header}");
+        }
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
