@@ -333,7 +333,8 @@ test('the page shows the lost server and reconnects when it is back', { timeout:
   const a = pages.alice.page;
   await stopServer();
   await waitState(a, 'closed');
-  await waitEntry(a, { kind: 'status', includes: 'Disconnected' });
+  // Ctrl-C is a graceful stop: the server says goodbye with close code 1001 ("going away").
+  await waitEntry(a, { kind: 'status', includes: 'Disconnected from the server (code 1001)' });
   assert.equal(await a.isDisabled('#send'), true, 'cannot send while closed');
   await shot(a, 'desktop-closed.png');
 
