@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -60,8 +60,8 @@ pub(crate) enum Closing {
 pub(crate) enum Chunk {
     /// A frame (or HTTP response) for this connection alone.
     Owned(Vec<u8>),
-    /// A frame encoded once and shared by every receiver of a broadcast.
-    Shared(Rc<Vec<u8>>),
+    /// A frame encoded once and shared (reference-counted) by every receiver of a broadcast.
+    Shared(Arc<Vec<u8>>),
     /// A control frame: may jump ahead of queued data frames, never behind a close.
     Control(Vec<u8>),
 }

@@ -5,7 +5,7 @@
 //! points. A callback never touches a socket: what it asks of its [`Handle`] (send, broadcast, close) is queued and
 //! carried out by the loop once the callback returns, so no callback can leave the loop in a broken state.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use slab::Slab;
 
@@ -50,7 +50,7 @@ pub trait Handler {
 /// What a callback asked for, carried out by the loop after the callback returns.
 pub(crate) enum Action {
     Send(ConnId, Vec<u8>),
-    Broadcast(Rc<Vec<u8>>),
+    Broadcast(Arc<Vec<u8>>),
     Close(ConnId, u16, String),
 }
 
@@ -86,7 +86,7 @@ impl<'a> Handle<'a> {
     pub fn broadcast(&mut self, msg: Message<'_>) {
         let mut frame = Vec::new();
         frame::encode(&mut frame, true, msg.opcode(), msg.as_bytes());
-        self.actions.push(Action::Broadcast(Rc::new(frame)));
+        self.actions.push(Action::Broadcast(Arc::new(frame)));
     }
 
     /// Starts the closing handshake with `code` (RFC 6455 §7.4) and a short `reason` (cut to 123 bytes).

@@ -14,7 +14,6 @@ use std::collections::BinaryHeap;
 use std::io;
 use std::mem;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -671,7 +670,7 @@ impl Server {
 
     /// Queues one shared frame for every open connection; those whose buffer overflows are dropped afterwards,
     /// so every other receiver still gets every message in order.
-    fn broadcast<H: Handler>(&mut self, handler: &mut H, frame: Rc<Vec<u8>>) {
+    fn broadcast<H: Handler>(&mut self, handler: &mut H, frame: Arc<Vec<u8>>) {
         if log::log_enabled!(log::Level::Trace) {
             trace!("broadcast to {} connections:", self.users);
             trace_frame(ConnId::new(0, 0), ">", &frame);
