@@ -1,0 +1,219 @@
+//! Frames over raw sockets: dribbled, batched, and one test row per bad frame with the close code it earns.
+
+mod common;
+
+use std::io::Write;
+use std::thread;
+use std::time::Duration;
+
+use common::{assert_closed, echo, handshaken, masked, read_close, read_frame, still_serves};
+use wsloop::frame::OpCode;
+
+#[test]
+fn a_frame_dribbled_one_byte_at_a_time_is_reassembled() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let payload = "dribbled ".repeat(30); // 270 bytes: the 16-bit length form
+    for byte in masked(true, OpCode::Text, payload.as_bytes()) {
+        stream.write_all(&[byte]).unwrap();
+        thread::sleep(Duration::from_micros(100));
+    }
+    assert_eq!(
+        read_frame(&mut stream).unwrap(),
+        (true, OpCode::Text, payload.into_bytes())
+    );
+}
+
+#[test]
+fn many_frames_in_one_write_are_all_answered_in_order() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let mut batch = Vec::new();
+    for i in 0..1000 {
+        batch.extend(masked(true, OpCode::Binary, format!("{i}").as_bytes()));
+    }
+    stream.write_all(&batch).unwrap();
+    for i in 0..1000 {
+        assert_eq!(
+            read_frame(&mut stream).unwrap().2,
+            format!("{i}").as_bytes()
+        );
+    }
+}
+
+#[test]
+fn control_frames_interleaved_with_fragments() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let mut bytes = masked(false, OpCode::Binary, b"one ");
+    bytes.extend(masked(true, OpCode::Ping, b"p1"));
+    bytes.extend(masked(false, OpCode::Continuation, b"two "));
+    bytes.extend(masked(true, OpCode::Pong, b"unsolicited"));
+    bytes.extend(masked(true, OpCode::Continuation, b"three"));
+    stream.write_all(&bytes).unwrap();
+    assert_eq!(
+        read_frame(&mut stream).unwrap(),
+        (true, OpCode::Pong, b"p1".to_vec())
+    );
+    assert_eq!(
+        read_frame(&mut stream).unwrap(),
+        (true, OpCode::Binary, b"one two three".to_vec())
+    );
+}
+
+#[test]
+fn close_is_echoed_then_the_server_closes_tcp_first() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"done");
+    stream
+        .write_all(&masked(true, OpCode::Close, &close))
+        .unwrap();
+    assert_eq!(read_close(&mut stream), Some(1000));
+    assert_closed(&mut stream);
+}
+
+#[test]
+fn an_empty_close_is_answered_with_an_empty_close() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    stream.write_all(&masked(true, OpCode::Close, b"")).unwrap();
+    assert_eq!(read_close(&mut stream), None);
+    assert_closed(&mut stream);
+}
+
+#[test]
+fn messages_queued_before_a_close_are_delivered_before_it() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let mut bytes = masked(true, OpCode::Text, b"last words");
+    bytes.extend(masked(true, OpCode::Close, &1000u16.to_be_bytes()));
+    stream.write_all(&bytes).unwrap();
+    assert_eq!(read_frame(&mut stream).unwrap().2, b"last words");
+    assert_eq!(read_close(&mut stream), Some(1000));
+}
+
+fn unmasked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![first, payload.len() as u8];
+    v.extend_from_slice(payload);
+    v
+}
+
+fn with_first_byte(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = masked(true, OpCode::Text, payload);
+    v[0] = first;
+    v
+}
+
+/// One row per contract line: the bytes sent after the handshake, and the close code the server must answer with.
+#[test]
+fn each_bad_frame_gets_its_close_code_and_the_server_still_serves() {
+    let server = echo();
+    let mut too_long_ping = masked(true, OpCode::Ping, &[0; 125]);
+    too_long_ping[1] = 0x80 | 126; // claim a 16-bit length ...
+    too_long_ping.splice(2..2, [0, 126]); // ... of 126 bytes
+    let mut huge = vec![0x82, 0xff];
+    huge.extend_from_slice(&(17u64 << 20).to_be_bytes()); // 17 MiB announced: over the 16 MiB default
+    huge.extend_from_slice(&[1, 2, 3, 4]);
+    let mut top_bit = vec![0x82, 0xff];
+    top_bit.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    top_bit.extend_from_slice(&[1, 2, 3, 4]);
+    let mut fragment_then_text = masked(false, OpCode::Text, b"a");
+    fragment_then_text.extend(masked(true, OpCode::Text, b"b"));
+    let table: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("unmasked client frame", unmasked(0x81, b"hello"), 1002),
+        (
+            "RSV1 without an extension",
+            with_first_byte(0xc1, b"x"),
+            1002,
+        ),
+        ("RSV2", with_first_byte(0xa1, b"x"), 1002),
+        ("reserved data opcode 3", with_first_byte(0x83, b"x"), 1002),
+        (
+            "reserved control opcode 0xB",
+            with_first_byte(0x8b, b"x"),
+            1002,
+        ),
+        ("fragmented ping", masked(false, OpCode::Ping, b"x"), 1002),
+        ("ping over 125 bytes", too_long_ping, 1002),
+        (
+            "continuation with nothing to continue",
+            masked(true, OpCode::Continuation, b"x"),
+            1002,
+        ),
+        (
+            "new message inside a fragmented one",
+            fragment_then_text,
+            1002,
+        ),
+        ("64-bit length with its top bit set", top_bit, 1002),
+        ("message over the size limit", huge, 1009),
+        (
+            "invalid UTF-8 text",
+            masked(true, OpCode::Text, &[0xce, 0xba, 0xff]),
+            1007,
+        ),
+        (
+            "text ending mid-character",
+            masked(true, OpCode::Text, &[0xe2, 0x82]),
+            1007,
+        ),
+        (
+            "one-byte close payload",
+            masked(true, OpCode::Close, &[3]),
+            1002,
+        ),
+        (
+            "close code 1005 on the wire",
+            masked(true, OpCode::Close, &1005u16.to_be_bytes()),
+            1002,
+        ),
+        (
+            "close code 999",
+            masked(true, OpCode::Close, &999u16.to_be_bytes()),
+            1002,
+        ),
+        (
+            "close reason not UTF-8",
+            masked(true, OpCode::Close, &[0x03, 0xe8, 0xff, 0xfe]),
+            1007,
+        ),
+    ];
+    for (name, bytes, code) in table {
+        let mut stream = handshaken(server.addr);
+        stream.write_all(&bytes).unwrap();
+        assert_eq!(read_close(&mut stream), Some(code), "{name}");
+        assert_closed(&mut stream);
+    }
+    still_serves(server.addr);
+}
+
+#[test]
+fn invalid_utf8_fails_fast_inside_a_frame_that_is_still_arriving() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let mut payload = b"valid so far ".to_vec();
+    payload.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]); // above U+10FFFF
+    payload.extend_from_slice(&[b'x'; 4000]);
+    let frame = masked(true, OpCode::Text, &payload);
+    // Send only the header and the bad prefix: the rest of the frame never comes.
+    stream.write_all(&frame[..8 + 17]).unwrap();
+    assert_eq!(read_close(&mut stream), Some(1007));
+}
+
+#[test]
+fn a_client_vanishing_mid_frame_does_not_disturb_others() {
+    let server = echo();
+    let mut other = handshaken(server.addr);
+    for _ in 0..20 {
+        let mut stream = handshaken(server.addr);
+        let frame = masked(true, OpCode::Binary, &[9; 1000]);
+        stream.write_all(&frame[..500]).unwrap();
+        drop(stream);
+    }
+    other
+        .write_all(&masked(true, OpCode::Text, b"unaffected"))
+        .unwrap();
+    assert_eq!(read_frame(&mut other).unwrap().2, b"unaffected");
+}
