@@ -1,0 +1,188 @@
+//! Small helpers shared by the peer servers and the load generator.
+//!
+//! This crate measures wsloop against other Rust WebSocket libraries; it is not part of wsloop and
+//! wsloop never depends on it. Nothing here is clever: flag parsing, the open-files limit, and
+//! reading another process's CPU time and memory from `/proc`.
+
+pub mod client;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// `--name value` flags; a flag given twice keeps the last value.
+pub struct Flags {
+    values: HashMap<String, String>,
+    usage: &'static str,
+}
+
+impl Flags {
+    /// Parses `--name value` pairs, accepting only the names in `known`; anything else prints
+    /// `usage` and exits with status 2.
+    pub fn parse(args: impl Iterator<Item = String>, known: &[&str], usage: &'static str) -> Flags {
+        let mut values = HashMap::new();
+        let mut args = args.peekable();
+        while let Some(arg) = args.next() {
+            let name = match arg.strip_prefix("--") {
+                Some(name) if known.contains(&name) => name.to_string(),
+                _ => usage_exit(usage, &format!("unknown argument {arg:?}")),
+            };
+            let value = match args.next() {
+                Some(v) => v,
+                None => usage_exit(usage, &format!("--{name} needs a value")),
+            };
+            values.insert(name, value);
+        }
+        Flags { values, usage }
+    }
+
+    /// The value of `--name`, parsed, or `default` when absent; a bad value exits with status 2.
+    pub fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        match self.values.get(name) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                usage_exit(self.usage, &format!("bad value {v:?} for --{name}"))
+            }),
+        }
+    }
+
+    /// The raw value of `--name`, if given.
+    pub fn opt(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// `--host` (default 127.0.0.1) and `--port` as a socket address; refuses anything but loopback,
+    /// because these tools exist to load a server on this machine.
+    pub fn loopback_addr(&self, default_port: u16) -> SocketAddr {
+        let host: IpAddr = self.get("host", IpAddr::from([127, 0, 0, 1]));
+        if !host.is_loopback() {
+            usage_exit(
+                self.usage,
+                "--host must be a loopback address (127.0.0.0/8 or ::1)",
+            );
+        }
+        SocketAddr::new(host, self.get("port", default_port))
+    }
+}
+
+/// A payload of exactly `size` bytes: text mixing ASCII with two- and three-byte UTF-8 (so that
+/// validation does real work), or binary bytes.
+pub fn sample_payload(size: usize, text: bool) -> Vec<u8> {
+    if !text {
+        return (0..size).map(|i| (i * 7 + 3) as u8).collect();
+    }
+    let pattern = "wsloop says héllo, wörld ✓ ".as_bytes();
+    let mut bytes: Vec<u8> = pattern.iter().copied().cycle().take(size).collect();
+    // Cut back to a character boundary, then pad with ASCII to the exact length.
+    while std::str::from_utf8(&bytes).is_err() {
+        bytes.pop();
+    }
+    bytes.resize(size, b'.');
+    bytes
+}
+
+/// Prints `why` and the usage text, then exits with status 2.
+pub fn usage_exit(usage: &str, why: &str) -> ! {
+    eprintln!("error: {why}\n{usage}");
+    std::process::exit(2)
+}
+
+/// Raises the soft open-files limit to `want` (and the hard limit too, when allowed), so that
+/// thousands of sockets fit. Returns the soft limit in force afterwards.
+pub fn raise_nofile_limit(want: u64) -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur >= want {
+            return lim.rlim_cur;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: lim.rlim_max.max(want),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return want;
+        }
+        // Not allowed to raise the hard limit: take what it permits.
+        let capped = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &capped) == 0 {
+            lim.rlim_max
+        } else {
+            lim.rlim_cur
+        }
+    }
+}
+
+/// CPU seconds (user + system) this process has used so far, all threads included.
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// CPU seconds (utime + stime, all threads) of process `pid`, from `/proc/PID/stat`.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the fields after its last ')'
+    // start at field 3 (state), so utime and stime (fields 14 and 15) are at indices 11 and 12.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    Some((utime + stime) as f64 / ticks)
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS` in `/proc/PID/status`).
+pub fn process_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_readable_through_proc() {
+        let pid = std::process::id();
+        assert!(process_rss_bytes(pid).unwrap() > 0);
+        assert!(process_cpu_seconds(pid).unwrap() >= 0.0);
+        assert!(own_cpu_seconds() >= 0.0);
+    }
+
+    #[test]
+    fn sample_text_is_utf8_of_the_exact_size() {
+        for size in [0, 1, 13, 125, 4096, 65_536] {
+            let text = sample_payload(size, true);
+            assert_eq!(text.len(), size);
+            assert!(std::str::from_utf8(&text).is_ok());
+        }
+    }
+
+    #[test]
+    fn flags_parse_known_names() {
+        let args = ["--port", "9001", "--mode", "echo"].map(String::from);
+        let flags = Flags::parse(args.into_iter(), &["port", "mode", "host"], "usage");
+        assert_eq!(flags.get("port", 0u16), 9001);
+        assert_eq!(flags.opt("mode"), Some("echo"));
+        assert_eq!(flags.loopback_addr(1).to_string(), "127.0.0.1:9001");
+    }
+}

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Load tests on loopback: wsloop's echo and broadcast examples against the same servers written with
+# tokio-tungstenite and fastwebsockets (peers/src/bin), all driven by one load generator
+# (peers/src/bin/loadgen.rs), several runs each, medians and wsloop/peer ratios at the end.
+#
+#   scripts/load.sh                    # echo, broadcast and idle memory: about ten minutes
+#   scripts/load.sh --only echo        # one part: echo, broadcast or idle
+#   scripts/load.sh --runs 5 --secs 10 # more and longer runs (defaults: 3 runs of 5 s, after 1 s warm-up)
+#   scripts/load.sh --quick            # CI: one 2 s echo run against wsloop only; non-zero on any error
+#
+# Every server gets a free 127.0.0.1 port and a single thread (tokio's current-thread runtime for the
+# peers), so on a two-core machine the server has one core and the load generator the other. The
+# generator reports its own CPU use: near 100% means the rate is its limit, not the server's; the
+# server's CPU time per message (from /proc/PID/stat) is the figure that holds either way.
+# Raw RESULT lines are kept in reports/load-results.txt.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS=$ROOT/peers
+QUICK=0 RUNS=3 SECS=5 WARMUP=1 ONLY=all IDLE_CONNS=10000
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --runs) RUNS=$2; shift ;;
+        --secs) SECS=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        --idle-conns) IDLE_CONNS=$2; shift ;;
+        *) echo "usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only echo|broadcast|idle] [--idle-conns N]" >&2
+           exit 2 ;;
+    esac
+    shift
+done
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "load.sh: cargo is not installed (this project needs a Rust toolchain)" >&2
+    exit 1
+fi
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+LOADGEN=$PEERS/target/release/loadgen
+WSLOOP_ECHO=$ROOT/target/release/examples/echo
+WSLOOP_BROADCAST=$ROOT/target/release/examples/broadcast
+
+echo "== building (release)"
+if [ "$QUICK" = 1 ]; then
+    (cd "$ROOT" && nice cargo build --release --quiet --example echo)
+    (cd "$PEERS" && nice cargo build --release --quiet --no-default-features --bin loadgen)
+else
+    examples=(--example echo)
+    [ -f "$ROOT/examples/broadcast.rs" ] && examples+=(--example broadcast)
+    (cd "$ROOT" && nice cargo build --release --quiet "${examples[@]}")
+    (cd "$PEERS" && nice cargo build --release --quiet --bins)
+fi
+
+# start_server NAME MODE: starts that server on a free port; sets PORT and PID.
+start_server() {
+    local name=$1 mode=$2 cmd
+    PORT=$("$LOADGEN" free-port)
+    case $name/$mode in
+        wsloop/echo) cmd=("$WSLOOP_ECHO" --host 127.0.0.1 --port "$PORT" --max-users 100000) ;;
+        wsloop/broadcast) cmd=("$WSLOOP_BROADCAST" --host 127.0.0.1 --port "$PORT" --max-users 100000) ;;
+        *) cmd=("$PEERS/target/release/$name-echo" --port "$PORT" --mode "$mode") ;;
+    esac
+    # Each server may hold 10,000+ sockets: soft open-files limit up to the hard one (raising the
+    # hard limit needs CAP_SYS_RESOURCE). The examples log at warn so that logging is not measured.
+    ( ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; RUST_LOG=warn exec "${cmd[@]}" ) >"$WORK/$name-$mode.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    if ! "$LOADGEN" probe --port "$PORT" --timeout 10; then
+        echo "load.sh: $name $mode server did not start:" >&2
+        cat "$WORK/$name-$mode.log" >&2
+        exit 1
+    fi
+}
+
+stop_server() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# run_loadgen LABEL ARGS...: one loadgen run; its output is shown and its RESULT line kept.
+run_loadgen() {
+    local label=$1; shift
+    local out
+    if ! out=$("$LOADGEN" "$@" 2>&1); then
+        echo "$out" >&2
+        echo "load.sh: loadgen failed: $label ($*)" >&2
+        exit 1
+    fi
+    echo "$out" | grep -v '^RESULT' | sed "s/^/  [$label] /"
+    echo "$label $(echo "$out" | grep '^RESULT')" >>"$WORK/results"
+}
+
+if [ "$QUICK" = 1 ]; then
+    start_server wsloop echo
+    run_loadgen "echo 10x1KiB wsloop" echo --port "$PORT" --conns 10 --size 1024 --secs 2 --warmup 0.5 --server-pid "$PID"
+    stop_server "$PID"
+    echo "load.sh --quick: ok"
+    exit 0
+fi
+
+SERVERS=(wsloop tokio-tungstenite fastwebsockets)
+
+if [ "$ONLY" = all ] || [ "$ONLY" = echo ]; then
+    echo "== echo: $RUNS runs of ${SECS}s per configuration and server"
+    for config in 100x20 10x1024 10x16384 1000x20; do
+        conns=${config%x*} size=${config#*x}
+        # All three servers stay up for the configuration and the runs interleave, so that a slow
+        # moment of the machine does not land on one server's runs only.
+        declare -A port pid
+        for s in "${SERVERS[@]}"; do start_server "$s" echo; port[$s]=$PORT; pid[$s]=$PID; done
+        for run in $(seq "$RUNS"); do
+            for s in "${SERVERS[@]}"; do
+                run_loadgen "echo $config $s" echo --port "${port[$s]}" --conns "$conns" --size "$size" \
+                    --secs "$SECS" --warmup "$WARMUP" --server-pid "${pid[$s]}"
+            done
+        done
+        for s in "${SERVERS[@]}"; do stop_server "${pid[$s]}"; done
+        unset port pid
+    done
+fi
+
+if [ "$ONLY" = all ] || [ "$ONLY" = broadcast ]; then
+    if [ -x "$WSLOOP_BROADCAST" ]; then
+        echo "== broadcast: every message to every client; $RUNS runs of ${SECS}s"
+        for n in 10 100 1000; do
+            declare -A port pid
+            for s in "${SERVERS[@]}"; do start_server "$s" broadcast; port[$s]=$PORT; pid[$s]=$PID; done
+            for run in $(seq "$RUNS"); do
+                for s in "${SERVERS[@]}"; do
+                    run_loadgen "broadcast ${n}x20 $s" broadcast --port "${port[$s]}" --conns "$n" --size 20 \
+                        --secs "$SECS" --warmup "$WARMUP" --server-pid "${pid[$s]}"
+                done
+            done
+            for s in "${SERVERS[@]}"; do stop_server "${pid[$s]}"; done
+            unset port pid
+        done
+    else
+        echo "== broadcast: skipped, wsloop has no examples/broadcast.rs yet"
+    fi
+fi
+
+if [ "$ONLY" = all ] || [ "$ONLY" = idle ]; then
+    echo "== idle: server memory for $IDLE_CONNS handshaked connections (fresh echo server each)"
+    for s in "${SERVERS[@]}"; do
+        start_server "$s" echo
+        run_loadgen "idle ${IDLE_CONNS} $s" idle --port "$PORT" --conns "$IDLE_CONNS" --server-pid "$PID"
+        stop_server "$PID"
+    done
+fi
+
+mkdir -p "$ROOT/reports"
+cp "$WORK/results" "$ROOT/reports/load-results.txt"
+
+# The summary: medians per configuration and server, and wsloop's figure over each peer's.
+echo
+echo "== medians of $RUNS runs (ratio = wsloop / peer: above 1 means wsloop handled more, or used more CPU per message)"
+awk '
+function median(list,   n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{
+    key = $1 " " $2; server = $3
+    if (!(key in seen)) { seen[key] = 1; order[++nkeys] = key }
+    for (i = 5; i <= NF; i++) { split($i, kv, "="); vals[key, server, kv[1]] = vals[key, server, kv[1]] " " kv[2] }
+}
+END {
+    split("wsloop tokio-tungstenite fastwebsockets", servers, " ")
+    for (k = 1; k <= nkeys; k++) {
+        key = order[k]; split(key, parts, " ")
+        if (parts[1] == "echo") {
+            rate = "msgs_per_s"; cpu = "server_us_per_msg"
+            printf "\n%-22s %-18s %12s %9s %9s %12s %8s %8s %10s %10s\n", key, "server", "msgs/s", "p50 us", "p99 us", "srv us/msg", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
+        } else if (parts[1] == "broadcast") {
+            rate = "deliveries_per_s"; cpu = "server_us_per_delivery"
+            printf "\n%-22s %-18s %12s %9s %9s %12s %8s %8s %10s %10s\n", key, "server", "deliveries/s", "round p50", "ms p99", "srv us/dlv", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
+        } else {
+            printf "\n%-22s %-18s %14s %14s %12s\n", key, "server", "B/conn open", "B/conn used", "RSS MiB open"
+        }
+        for (s = 1; s <= 3; s++) {
+            sv = servers[s]
+            if (parts[1] == "idle") {
+                if ((key, sv, "bytes_per_conn_open") in vals)
+                    printf "%-22s %-18s %14.0f %14.0f %12.1f\n", "", sv, median(vals[key, sv, "bytes_per_conn_open"]), median(vals[key, sv, "bytes_per_conn_used"]), median(vals[key, sv, "rss_open"]) / 1048576
+                continue
+            }
+            if (!((key, sv, rate) in vals)) continue
+            r = median(vals[key, sv, rate]); c = median(vals[key, sv, cpu])
+            p50 = parts[1] == "echo" ? median(vals[key, sv, "p50_us"]) : median(vals[key, sv, "round_p50_ms"])
+            p99 = parts[1] == "echo" ? median(vals[key, sv, "p99_us"]) : median(vals[key, sv, "round_p99_ms"])
+            if (sv == "wsloop") { wr = r; wc = c; rr = "-"; cr = "-" }
+            else { rr = (r > 0 && wr != "") ? sprintf("%.2f", wr / r) : "-"; cr = (c > 0 && wc != "") ? sprintf("%.2f", wc / c) : "-" }
+            printf "%-22s %-18s %12.0f %9.1f %9.1f %12.3f %8.0f %8.0f %10s %10s\n", "", sv, r, p50, p99, c, median(vals[key, sv, "server_cpu_pct"]), median(vals[key, sv, "client_cpu_pct"]), rr, cr
+        }
+    }
+}' "$WORK/results"
