@@ -38,7 +38,8 @@ impl Chatroom {
 /// The PHP function table: `add`, `send`, `close` (plus serving the page over plain HTTP).
 impl Handler for Chatroom {
     fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
-        Some(match req.path {
+        let path = req.path.split('?').next().unwrap_or_default();
+        Some(match path {
             "/" | "/index.html" => HttpResponse::new(200, "text/html; charset=utf-8", PAGE),
             _ => HttpResponse::new(404, "text/plain; charset=utf-8", "not found\n"),
         })
@@ -64,13 +65,19 @@ impl Handler for Chatroom {
         };
         let name = self.name(id);
         let event = match text.strip_prefix("/nick ").map(str::trim) {
-            Some(new) if !new.is_empty() && new.chars().count() <= MAX_NICK => {
+            // No control characters: names are printed on the operator's terminal.
+            Some(new)
+                if (1..=MAX_NICK).contains(&new.chars().count())
+                    && !new.chars().any(char::is_control) =>
+            {
                 println!("~ {name} is now {new}");
                 self.names.insert(id, new.to_string());
                 json!({"type": "nick", "id": id.get(), "old": name, "name": new})
             }
             Some(_) => {
-                let error = format!("a nickname has 1 to {MAX_NICK} characters");
+                let error = format!(
+                    "a nickname has 1 to {MAX_NICK} characters, none of them control characters"
+                );
                 return ws.send(
                     id,
                     Message::Text(&json!({"type": "error", "text": error}).to_string()),

@@ -483,7 +483,11 @@ impl Server {
         };
         if !req.is_websocket() {
             // Plain HTTP: the user's page (the chatroom's HTML), or 426 telling the client what this server is.
-            match handler.http(&req).filter(|_| req.method == "GET") {
+            if req.method != "GET" {
+                self.refuse(key, &HandshakeError::NotGet);
+                return Some(0);
+            }
+            match handler.http(&req) {
                 Some(response) => {
                     debug!(
                         "{} {} {} -> {}",
