@@ -436,6 +436,11 @@ impl Server {
                 );
                 self.apply_actions(handler);
             }
+            Event::Ping(_) if conn.buffered() > self.config.max_buffered => {
+                // Pongs jump the queue and are not refused, but a peer that pings without reading is not a slow
+                // reader, it is a flood: left alone, its pongs would grow the queue without bound.
+                self.overflow(handler, key);
+            }
             Event::Ping(payload) => {
                 // §5.5.2: answer a ping with a pong carrying the same payload, as soon as possible.
                 let mut pong = Vec::with_capacity(2 + payload.len());

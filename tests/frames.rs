@@ -217,3 +217,29 @@ fn a_client_vanishing_mid_frame_does_not_disturb_others() {
         .unwrap();
     assert_eq!(read_frame(&mut other).unwrap().2, b"unaffected");
 }
+
+#[test]
+fn a_ping_flood_from_a_peer_that_never_reads_is_cut_off_with_1008() {
+    let config = wsloop::Config {
+        max_buffered: 16 << 10,
+        ..wsloop::Config::default()
+    };
+    let server = common::start(config, common::Echo);
+    let mut stream = handshaken(server.addr);
+    let ping = masked(true, OpCode::Ping, &[b'p'; 125]);
+    let batch: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 1000)
+        .collect();
+    // Up to 64 MiB of pings, never reading a pong: once the kernel's buffers are full, the pongs queue up in the
+    // server, and past max_buffered the server must give up on this peer instead of queueing forever.
+    for _ in 0..500 {
+        if stream.write_all(&batch).is_err() {
+            break;
+        }
+    }
+    assert_eq!(read_close(&mut stream), Some(1008));
+    still_serves(server.addr);
+}
