@@ -61,7 +61,12 @@ struct Input {
 
 /// `count` messages of `size` bytes, each split into frames of at most `fragment` bytes.
 fn client_frames(size: usize, count: usize, fragment: usize, text: bool) -> Input {
-    let payload = sample_payload(size, text);
+    frames_of(&sample_payload(size, text), count, fragment, text)
+}
+
+/// `count` copies of `payload` as messages, each split into frames of at most `fragment` bytes.
+fn frames_of(payload: &[u8], count: usize, fragment: usize, text: bool) -> Input {
+    let size = payload.len();
     let opcode = if text { OP_TEXT } else { OP_BINARY };
     let mut bytes = Vec::new();
     let mut key: u32 = 0x37fa_213d;
@@ -320,6 +325,19 @@ fn decode(c: &mut Criterion) {
                 &input,
                 Throughput::Elements(FRAMES_PER_BUFFER as u64),
             );
+        }
+        if text {
+            // Plain ASCII text, as most chat and JSON traffic is: UTF-8 validation has a fast path for it.
+            for size in [1 << 10, 1 << 20] {
+                let ascii: Vec<u8> = b"wsloop says hello, world; ".iter().copied().cycle().take(size).collect();
+                let (count, throughput) = if size <= 1024 {
+                    (FRAMES_PER_BUFFER, Throughput::Elements(FRAMES_PER_BUFFER as u64))
+                } else {
+                    (1, Throughput::Bytes(size as u64))
+                };
+                let input = frames_of(&ascii, count, usize::MAX, true);
+                bench_decode(&mut group, &format!("{}_ascii", label(size)), &input, throughput);
+            }
         }
         for size in LARGE {
             if size >= 16 << 20 {
