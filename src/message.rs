@@ -115,17 +115,24 @@ impl Assembler {
         }
     }
 
-    /// Fail-fast for text that is still arriving: checks the UTF-8 of the part of a frame that is already here.
+    /// Fail-fast for a frame that is still arriving: checks what its header and the bytes so far already show.
     ///
-    /// `header` is the decoded header of the frame at the front of the buffer, `masked` the payload bytes of it that
-    /// have arrived so far, still masked. `probe` remembers how far earlier calls got, so each byte is looked at once.
-    /// Autobahn's 6.4.x cases send invalid text in slow pieces of one frame and expect the close right away.
+    /// `header` is the decoded header of the frame at the front of the buffer, `masked` the payload bytes of it
+    /// that have arrived so far, still masked. A continuation whose announced length takes the message over the
+    /// limit fails before its payload is buffered; text fails on its first invalid UTF-8 byte (Autobahn's 6.4.x
+    /// cases send invalid text in slow pieces of one frame and expect the close right away). The checks run in the
+    /// order [`Assembler::push`] runs them, so the error does not depend on how the bytes were cut into reads.
+    /// `probe` remembers how far earlier calls got, so each byte is looked at once.
     pub fn check_partial(
         &self,
         header: &Header,
         masked: &[u8],
         probe: &mut Probe,
     ) -> Result<(), FrameError> {
+        if header.opcode == OpCode::Continuation && self.open.is_some() {
+            let announced = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+            self.check_size(self.buf.len(), announced)?;
+        }
         let is_text = match header.opcode {
             OpCode::Text => !self.is_in_message(),
             OpCode::Continuation => self.open == Some(OpCode::Text),

@@ -124,6 +124,9 @@ pub struct Server {
     scratch: Vec<u8>,
     actions: Vec<Action>,
     dirty: Vec<usize>,
+    /// Emptied buffers of `actions` and `dirty`, kept so that each turn does not allocate them anew.
+    spare_actions: Vec<Action>,
+    spare_dirty: Vec<usize>,
     more_to_read: Vec<usize>,
     users: usize,
     next_serial: u64,
@@ -173,6 +176,8 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             actions: Vec::new(),
             dirty: Vec::new(),
+            spare_actions: Vec::new(),
+            spare_dirty: Vec::new(),
             more_to_read: Vec::new(),
             users: 0,
             next_serial: 0,
@@ -651,7 +656,8 @@ impl Server {
     /// connection a callback closed) may ask for more; that is carried out too.
     fn apply_actions<H: Handler>(&mut self, handler: &mut H) {
         while !self.actions.is_empty() {
-            for action in mem::take(&mut self.actions) {
+            let mut batch = mem::replace(&mut self.actions, mem::take(&mut self.spare_actions));
+            for action in batch.drain(..) {
                 match action {
                     Action::Send(id, frame) => {
                         if let Some(key) = self.open_key(id) {
@@ -674,6 +680,7 @@ impl Server {
                     }
                 }
             }
+            self.spare_actions = batch;
         }
     }
 
@@ -735,7 +742,8 @@ impl Server {
     /// Writes what each connection touched this turn has queued; finishes closes whose last frame went out.
     fn flush_dirty<H: Handler>(&mut self, handler: &mut H) {
         while !self.dirty.is_empty() {
-            for key in mem::take(&mut self.dirty) {
+            let mut batch = mem::replace(&mut self.dirty, mem::take(&mut self.spare_dirty));
+            for key in batch.drain(..) {
                 let Some(conn) = self.conns.get_mut(key) else {
                     continue;
                 };
@@ -758,6 +766,7 @@ impl Server {
                     }
                 }
             }
+            self.spare_dirty = batch;
         }
     }
 
