@@ -16,7 +16,8 @@
 //!
 //! # Layout
 //!
-//! - `server.rs`: the poll loop. `connection.rs`: one client's socket and buffers. Only these two touch sockets.
+//! - `server.rs`: the poll loop (with `server/outbound.rs`, `server/timers.rs`, `server/config.rs`).
+//!   `connection.rs`: one client's socket and buffers. Only these touch sockets.
 //! - `handshake.rs`, `frame.rs`, `message.rs`: pure code, tested and benchmarked without a network.
 //! - `handler.rs`: the user's callbacks and their handle. `error.rs`: each error and what the peer sees.
 //!

@@ -3,6 +3,8 @@
 //! In the PHP tutorial this is the class with `start_server()`, `add_accept()`, `upgrade()` and `close()`, and its
 //! `while(TRUE)` around `socket_select`. Here one [`mio::Poll`] watches the listener (token [`LISTENER`]) and every
 //! accepted socket (token = its key in the connection slab). Only this module and `connection.rs` touch sockets.
+//! The loop's steps are here, in the PHP file's order; what is written out (queues, broadcast, slow readers) is in
+//! `server/outbound.rs`, the deadlines in `server/timers.rs`, the settings in `server/config.rs`.
 //!
 //! Unlike `socket_select`, mio is edge-triggered: it reports a socket when it *becomes* ready, not while it stays
 //! ready. So the loop accepts until `WouldBlock`, reads until `WouldBlock`, and keeps whatever a write could not
@@ -13,12 +15,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::mem;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
+use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -31,6 +33,13 @@ use crate::handshake;
 use crate::message::{Event, Probe};
 use crate::Status;
 
+mod config;
+mod outbound;
+mod timers;
+
+pub use config::{Config, Stats, StopHandle};
+use outbound::trace_frame;
+
 /// The listening socket's token. Connection tokens are slab keys, which never come near it.
 pub const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of the waker that [`StopHandle::stop`] uses.
@@ -42,76 +51,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per readiness event before other connections get their turn (the rest is read on the next turn).
 const READS_PER_TURN: usize = 16;
-/// §5.5: a close reason must fit in a 125-byte control payload after the 2-byte code.
-const MAX_CLOSE_REASON: usize = 123;
-
-/// The server's limits and timeouts. Every field has a default; see the README for what a peer sees at each limit.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The PHP `maxuser`: handshaked connections at most; one more is refused with HTTP 503.
-    pub max_users: usize,
-    /// The largest message, counted over all its fragments, in bytes (inclusive); over it: close 1009.
-    pub max_message: usize,
-    /// The largest request head in bytes; over it: HTTP 431.
-    pub max_head: usize,
-    /// Outbound bytes a connection may have queued. A message that would go past it drops the connection with
-    /// close 1008 instead (an empty queue always takes one message, so a single large message still goes out).
-    pub max_buffered: usize,
-    /// A connection that has not completed its handshake by then is dropped (slowloris).
-    pub handshake_timeout: Duration,
-    /// After this long without a frame from the peer, the server pings it; after as long again, it drops it.
-    /// `None` turns heartbeats off.
-    pub idle_timeout: Option<Duration>,
-    /// How long a closing connection may take to finish the closing handshake before its socket is dropped.
-    pub close_timeout: Duration,
-    /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403.
-    pub allowed_origins: Option<Vec<String>>,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            max_users: 10_000,
-            max_message: 16 << 20,
-            max_head: 8 << 10,
-            max_buffered: 4 << 20,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Some(Duration::from_secs(30)),
-            close_timeout: Duration::from_secs(5),
-            allowed_origins: None,
-        }
-    }
-}
-
-/// Stops a running server from any thread: every client gets close 1001, then [`Server::run`] returns.
-#[derive(Clone)]
-pub struct StopHandle {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-}
-
-impl StopHandle {
-    /// Asks the loop to shut down. Returns at once; the loop finishes within its close timeout.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        if let Err(e) = self.waker.wake() {
-            warn!("could not wake the loop to stop it: {e}");
-        }
-    }
-}
-
-/// What the overflow policy and the loop did, logged as it happens and when the server stops.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Handshakes completed.
-    pub handshakes: u64,
-    /// Connections dropped because their outbound buffer overflowed.
-    pub dropped_slow: u64,
-    /// The most bytes any one connection had queued.
-    pub peak_buffered: usize,
-}
 
 /// The WebSocket server: a listener, a poll, and the pool of connections.
 pub struct Server {
@@ -222,7 +161,7 @@ impl Server {
             }
             self.now = Instant::now();
             for key in mem::take(&mut self.more_to_read) {
-                self.on_readable(&mut handler, key);
+                self.on_readable(&mut handler, key, true);
             }
             for event in events.iter() {
                 match event.token() {
@@ -231,7 +170,11 @@ impl Server {
                     Token(key) => {
                         // A readable socket is, as in the PHP loop, either upgraded or decoded (or closed on EOF).
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(&mut handler, key);
+                            self.on_readable(
+                                &mut handler,
+                                key,
+                                event.is_read_closed() || event.is_error(),
+                            );
                         }
                         if event.is_writable() {
                             self.mark_dirty(key);
@@ -303,7 +246,10 @@ impl Server {
     }
 
     /// A readable socket: read until `WouldBlock`, handing each batch of bytes to [`Server::receive`].
-    fn on_readable<H: Handler>(&mut self, handler: &mut H, key: usize) {
+    ///
+    /// `to_the_end` says the peer's FIN (or an error) has been reported: then reading goes on until it is seen,
+    /// even after a short read.
+    fn on_readable<H: Handler>(&mut self, handler: &mut H, key: usize, to_the_end: bool) {
         let mut scratch = mem::take(&mut self.scratch);
         for turn in 0..READS_PER_TURN {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -331,9 +277,10 @@ impl Server {
             if !self.receive(handler, key, &mut scratch[..n]) {
                 break;
             }
-            if n < scratch.len() {
+            if n < scratch.len() && !to_the_end {
                 // A short read emptied the socket's receive queue: anything arriving later raises a new edge,
-                // so the read that would only say `WouldBlock` can be skipped.
+                // so the read that would only say `WouldBlock` can be skipped. Not so for a FIN that came with
+                // the data: no new edge will announce it, so then the loop reads on until it sees `Ok(0)`.
                 break;
             }
             if turn + 1 == READS_PER_TURN && !self.more_to_read.contains(&key) {
@@ -593,21 +540,6 @@ impl Server {
         self.begin_close(handler, key, Closing::Done, code);
     }
 
-    /// Queues a close frame with `code` and `reason` behind everything already queued.
-    fn queue_close(&mut self, key: usize, code: Option<u16>, reason: &str) {
-        let mut payload = Vec::with_capacity(2 + reason.len());
-        if let Some(code) = code {
-            payload.extend_from_slice(&code.to_be_bytes());
-            payload.extend_from_slice(truncate_utf8(reason, MAX_CLOSE_REASON).as_bytes());
-        }
-        let mut close = Vec::with_capacity(2 + payload.len());
-        frame::encode(&mut close, true, OpCode::Close, &payload);
-        let conn = &mut self.conns[key];
-        trace_frame(conn.id, ">", &close);
-        conn.push(Chunk::Owned(close));
-        self.mark_dirty(key);
-    }
-
     /// The connection stops carrying messages: arm the close timeout and, if it was open, call the `close` callback.
     fn begin_close<H: Handler>(
         &mut self,
@@ -652,159 +584,6 @@ impl Server {
         }
     }
 
-    /// Carries out what callbacks asked of their handle, in order. A callback run from here (the `close` of a
-    /// connection a callback closed) may ask for more; that is carried out too.
-    fn apply_actions<H: Handler>(&mut self, handler: &mut H) {
-        while !self.actions.is_empty() {
-            let mut batch = mem::replace(&mut self.actions, mem::take(&mut self.spare_actions));
-            for action in batch.drain(..) {
-                match action {
-                    Action::Send(id, frame) => {
-                        if let Some(key) = self.open_key(id) {
-                            trace_frame(id, ">", &frame);
-                            self.queue_data(handler, key, Chunk::Owned(frame));
-                        }
-                    }
-                    Action::Broadcast(frame) => self.broadcast(handler, frame),
-                    Action::Close(id, code, reason) => {
-                        if let Some(key) = self.open_key(id) {
-                            let code = if crate::message::is_valid_close_code(code) {
-                                code
-                            } else {
-                                close_code::NORMAL
-                            };
-                            debug!("{id} closed by the application with {code}");
-                            self.queue_close(key, Some(code), &reason);
-                            self.begin_close(handler, key, Closing::Sent, code);
-                        }
-                    }
-                }
-            }
-            self.spare_actions = batch;
-        }
-    }
-
-    /// Queues one shared frame for every open connection; those whose buffer overflows are dropped afterwards,
-    /// so every other receiver still gets every message in order.
-    fn broadcast<H: Handler>(&mut self, handler: &mut H, frame: Arc<Vec<u8>>) {
-        if log::log_enabled!(log::Level::Trace) {
-            trace!("broadcast to {} connections:", self.users);
-            trace_frame(ConnId::new(0, 0), ">", &frame);
-        }
-        let mut overflowed = Vec::new();
-        for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
-            if would_overflow(conn, frame.len(), self.config.max_buffered) {
-                overflowed.push(key);
-                continue;
-            }
-            conn.push(Chunk::Shared(frame.clone()));
-            self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
-            if !conn.is_dirty {
-                conn.is_dirty = true;
-                self.dirty.push(key);
-            }
-        }
-        for key in overflowed {
-            self.overflow(handler, key);
-        }
-    }
-
-    /// Queues a data frame for one connection, or drops the connection if its buffer would overflow.
-    fn queue_data<H: Handler>(&mut self, handler: &mut H, key: usize, chunk: Chunk) {
-        let conn = &mut self.conns[key];
-        if would_overflow(conn, chunk_len(&chunk), self.config.max_buffered) {
-            return self.overflow(handler, key);
-        }
-        conn.push(chunk);
-        self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
-        self.mark_dirty(key);
-    }
-
-    /// A receiver too slow for what it is sent: drop what it has not started to receive and close it with 1008.
-    fn overflow<H: Handler>(&mut self, handler: &mut H, key: usize) {
-        let conn = &mut self.conns[key];
-        let queued = conn.buffered();
-        let dropped = conn.discard_unsent();
-        self.stats.dropped_slow += 1;
-        warn!(
-            "{} reads too slowly: {queued} bytes queued (limit {}); dropping {dropped} unsent bytes and closing \
-             with 1008 ({} connections dropped as too slow so far)",
-            conn.id, self.config.max_buffered, self.stats.dropped_slow
-        );
-        self.queue_close(
-            key,
-            Some(close_code::POLICY_VIOLATION),
-            "too slow to read what it is sent",
-        );
-        self.begin_close(handler, key, Closing::Done, close_code::POLICY_VIOLATION);
-    }
-
-    /// Writes what each connection touched this turn has queued; finishes closes whose last frame went out.
-    fn flush_dirty<H: Handler>(&mut self, handler: &mut H) {
-        while !self.dirty.is_empty() {
-            let mut batch = mem::replace(&mut self.dirty, mem::take(&mut self.spare_dirty));
-            for key in batch.drain(..) {
-                let Some(conn) = self.conns.get_mut(key) else {
-                    continue;
-                };
-                conn.is_dirty = false;
-                if conn.is_write_shut {
-                    continue;
-                }
-                match conn.write_pending() {
-                    Ok(true) if conn.closing == Some(Closing::Done) => {
-                        // §7.1.1: the server closes the TCP connection first. Shut down our side and read until the
-                        // peer's FIN (or the close timeout), so our last frame is not lost to a reset.
-                        let _ = conn.stream.shutdown(Shutdown::Write);
-                        conn.is_write_shut = true;
-                        debug!("{} last frame sent; TCP write side shut down", conn.id);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        debug!("{} write failed: {e}", conn.id);
-                        self.close(handler, key, close_code::ABNORMAL);
-                    }
-                }
-            }
-            self.spare_dirty = batch;
-        }
-    }
-
-    /// Timers: a slowloris that never finishes its handshake, an idle peer to ping, a close that never completes.
-    fn on_timeout<H: Handler>(&mut self, handler: &mut H, key: usize) {
-        let conn = &mut self.conns[key];
-        let id = conn.id;
-        if !conn.is_handshaked && conn.closing.is_none() {
-            info!(
-                "{id} from {} did not complete its handshake in time; dropping it",
-                conn.peer
-            );
-            return self.close(handler, key, close_code::ABNORMAL);
-        }
-        if conn.closing.is_some() {
-            debug!("{id} closing handshake timed out");
-            return self.close(handler, key, close_code::ABNORMAL);
-        }
-        let Some(idle) = self.config.idle_timeout else {
-            return;
-        };
-        let quiet_until = conn.last_seen + idle;
-        if quiet_until > self.now {
-            self.arm(key, quiet_until);
-        } else if conn.is_awaiting_pong {
-            info!("{id} answered no ping in {idle:?}; dropping it");
-            self.close(handler, key, close_code::ABNORMAL);
-        } else {
-            let mut ping = Vec::new();
-            frame::encode(&mut ping, true, OpCode::Ping, b"wsloop");
-            trace_frame(id, ">", &ping);
-            conn.push_control(ping);
-            conn.is_awaiting_pong = true;
-            self.arm(key, self.now + idle);
-            self.mark_dirty(key);
-        }
-    }
-
     /// The waker fired: if a stop was asked for, start the graceful shutdown.
     fn on_wake<H: Handler>(&mut self, handler: &mut H) {
         if !self.stop_flag.load(Ordering::SeqCst) || self.stopping_since.is_some() {
@@ -829,110 +608,4 @@ impl Server {
             }
         }
     }
-
-    fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
-        while let Some(&Reverse((at, key, serial))) = self.timers.peek() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop();
-            // Timers are never removed, only superseded: an entry counts only if it is the connection's deadline.
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            if conn.id.get() != serial || conn.deadline != Some(at) {
-                continue;
-            }
-            conn.deadline = None;
-            self.on_timeout(handler, key);
-        }
-        if self
-            .accept_paused_until
-            .is_some_and(|until| until <= self.now)
-        {
-            self.accept_paused_until = None;
-            self.add_accept();
-        }
-        if self
-            .stopping_since
-            .is_some_and(|since| since + self.config.close_timeout <= self.now)
-        {
-            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-            for key in keys {
-                self.close(handler, key, close_code::GOING_AWAY);
-            }
-        }
-    }
-
-    /// How long `poll` may wait: until the nearest deadline, or forever if there is none.
-    fn next_timeout(&self) -> Option<Duration> {
-        let timers = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        let stop = self
-            .stopping_since
-            .map(|since| since + self.config.close_timeout);
-        [timers, stop, self.accept_paused_until]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(Instant::now()))
-    }
-
-    /// Sets a connection's one deadline; the previous one, if any, is superseded.
-    fn arm(&mut self, key: usize, at: Instant) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.deadline = Some(at);
-            self.timers.push(Reverse((at, key, conn.id.get())));
-        }
-    }
-
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.is_dirty {
-                conn.is_dirty = true;
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    /// The slab key of `id` if that connection still exists and is open.
-    fn open_key(&self, id: ConnId) -> Option<usize> {
-        self.conns
-            .get(id.key())
-            .filter(|c| c.id == id && c.is_open())
-            .map(|_| id.key())
-    }
-}
-
-/// True if queuing `len` more bytes would take the connection past `max`. An empty queue always takes one message.
-fn would_overflow(conn: &Connection, len: usize, max: usize) -> bool {
-    conn.buffered() > 0 && conn.buffered().saturating_add(len) > max
-}
-
-fn chunk_len(chunk: &Chunk) -> usize {
-    match chunk {
-        Chunk::Owned(v) | Chunk::Control(v) => v.len(),
-        Chunk::Shared(v) => v.len(),
-    }
-}
-
-/// `RUST_LOG=wsloop=trace`: each frame header, annotated as in the RFC's diagram. Costs one branch when disabled.
-fn trace_frame(id: ConnId, direction: &str, bytes: &[u8]) {
-    if log::log_enabled!(log::Level::Trace) {
-        let any = Limits {
-            max_payload: u64::MAX >> 1,
-            require_mask: false,
-        };
-        if let Ok(Status::Complete(header)) = frame::decode_header(bytes, &any) {
-            trace!("{id} {direction} {header}");
-        }
-    }
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn truncate_utf8(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

@@ -1,0 +1,76 @@
+//! The server's settings, its stop handle and its counters.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::warn;
+use mio::Waker;
+
+/// The server's limits and timeouts. Every field has a default; see the README for what a peer sees at each limit.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The PHP `maxuser`: handshaked connections at most; one more is refused with HTTP 503.
+    pub max_users: usize,
+    /// The largest message, counted over all its fragments, in bytes (inclusive); over it: close 1009.
+    pub max_message: usize,
+    /// The largest request head in bytes; over it: HTTP 431.
+    pub max_head: usize,
+    /// Outbound bytes a connection may have queued. A message that would go past it drops the connection with
+    /// close 1008 instead (an empty queue always takes one message, so a single large message still goes out).
+    pub max_buffered: usize,
+    /// A connection that has not completed its handshake by then is dropped (slowloris).
+    pub handshake_timeout: Duration,
+    /// After this long without a frame from the peer, the server pings it; after as long again, it drops it.
+    /// `None` turns heartbeats off.
+    pub idle_timeout: Option<Duration>,
+    /// How long a closing connection may take to finish the closing handshake before its socket is dropped.
+    pub close_timeout: Duration,
+    /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_users: 10_000,
+            max_message: 16 << 20,
+            max_head: 8 << 10,
+            max_buffered: 4 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(30)),
+            close_timeout: Duration::from_secs(5),
+            allowed_origins: None,
+        }
+    }
+}
+
+/// Stops a running server from any thread: every client gets close 1001, then [`Server::run`] returns.
+#[derive(Clone)]
+pub struct StopHandle {
+    pub(super) flag: Arc<AtomicBool>,
+    pub(super) waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Asks the loop to shut down. Returns at once; the loop finishes within its close timeout.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            warn!("could not wake the loop to stop it: {e}");
+        }
+    }
+}
+
+/// What the overflow policy and the loop did, logged as it happens and when the server stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Handshakes completed.
+    pub handshakes: u64,
+    /// Connections dropped because their outbound buffer overflowed.
+    pub dropped_slow: u64,
+    /// The most bytes any one connection had queued.
+    pub peak_buffered: usize,
+}

@@ -1,0 +1,108 @@
+//! Deadlines. mio has no timers, so each connection keeps one deadline and the poll waits until the nearest.
+//!
+//! The PHP loop slept a second per turn and had no timeouts at all. Here a binary heap holds (deadline, slab key,
+//! connection serial); an entry whose connection is gone or whose deadline has since moved is skipped when it comes
+//! up, so arming a new deadline never has to find and remove the old one.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+
+use super::outbound::trace_frame;
+use super::Server;
+use crate::error::close_code;
+use crate::frame::{self, OpCode};
+use crate::handler::Handler;
+
+impl Server {
+    /// Timers: a slowloris that never finishes its handshake, an idle peer to ping, a close that never completes.
+    pub(super) fn on_timeout<H: Handler>(&mut self, handler: &mut H, key: usize) {
+        let conn = &mut self.conns[key];
+        let id = conn.id;
+        if !conn.is_handshaked && conn.closing.is_none() {
+            info!(
+                "{id} from {} did not complete its handshake in time; dropping it",
+                conn.peer
+            );
+            return self.close(handler, key, close_code::ABNORMAL);
+        }
+        if conn.closing.is_some() {
+            debug!("{id} closing handshake timed out");
+            return self.close(handler, key, close_code::ABNORMAL);
+        }
+        let Some(idle) = self.config.idle_timeout else {
+            return;
+        };
+        let quiet_until = conn.last_seen + idle;
+        if quiet_until > self.now {
+            self.arm(key, quiet_until);
+        } else if conn.is_awaiting_pong {
+            info!("{id} answered no ping in {idle:?}; dropping it");
+            self.close(handler, key, close_code::ABNORMAL);
+        } else {
+            let mut ping = Vec::new();
+            frame::encode(&mut ping, true, OpCode::Ping, b"wsloop");
+            trace_frame(id, ">", &ping);
+            conn.push_control(ping);
+            conn.is_awaiting_pong = true;
+            self.arm(key, self.now + idle);
+            self.mark_dirty(key);
+        }
+    }
+
+    pub(super) fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
+        while let Some(&Reverse((at, key, serial))) = self.timers.peek() {
+            if at > self.now {
+                break;
+            }
+            self.timers.pop();
+            // Timers are never removed, only superseded: an entry counts only if it is the connection's deadline.
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.id.get() != serial || conn.deadline != Some(at) {
+                continue;
+            }
+            conn.deadline = None;
+            self.on_timeout(handler, key);
+        }
+        if self
+            .accept_paused_until
+            .is_some_and(|until| until <= self.now)
+        {
+            self.accept_paused_until = None;
+            self.add_accept();
+        }
+        if self
+            .stopping_since
+            .is_some_and(|since| since + self.config.close_timeout <= self.now)
+        {
+            let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+            for key in keys {
+                self.close(handler, key, close_code::GOING_AWAY);
+            }
+        }
+    }
+
+    /// How long `poll` may wait: until the nearest deadline, or forever if there is none.
+    pub(super) fn next_timeout(&self) -> Option<Duration> {
+        let timers = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let stop = self
+            .stopping_since
+            .map(|since| since + self.config.close_timeout);
+        [timers, stop, self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Sets a connection's one deadline; the previous one, if any, is superseded.
+    pub(super) fn arm(&mut self, key: usize, at: Instant) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.deadline = Some(at);
+            self.timers.push(Reverse((at, key, conn.id.get())));
+        }
+    }
+}
