@@ -180,6 +180,22 @@ fn reset_on_close(stream: &TcpStream) {
     assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
 }
 
+/// How often the kernel dropped a connection because a listener's accept queue was full (`ListenOverflows` in
+/// `/proc/net/netstat`; counts for the whole network namespace).
+fn listen_overflows() -> u64 {
+    let netstat = fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `check` until it holds or `within` passes; false on timeout.
 fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
@@ -634,7 +650,7 @@ fn an_accept_storm_is_served_in_full() {
     const THREADS: usize = 16;
     const EACH: usize = 64;
     if let Err(why) = raise_nofile(2 * (THREADS * EACH) as u64 + 100) {
-        println!("skipped: {why}");
+        println!("\nskipped: {why}");
         return;
     }
     let server = common::echo();
@@ -643,12 +659,22 @@ fn an_accept_storm_is_served_in_full() {
     thread::sleep(Duration::from_millis(50));
     let baseline = open_fds("self");
     let start = Arc::new(Barrier::new(THREADS));
+    let overflows_before = listen_overflows();
+    let started = Instant::now();
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
             let start = start.clone();
             thread::spawn(move || {
                 start.wait();
-                let mut streams: Vec<TcpStream> = (0..EACH).map(|_| connect_raw(addr)).collect();
+                let mut slowest = Duration::ZERO;
+                let mut streams: Vec<TcpStream> = (0..EACH)
+                    .map(|_| {
+                        let began = Instant::now();
+                        let stream = connect_raw(addr);
+                        slowest = slowest.max(began.elapsed());
+                        stream
+                    })
+                    .collect();
                 for stream in &mut streams {
                     stream.write_all(request(addr).as_bytes()).unwrap();
                 }
@@ -661,12 +687,23 @@ fn an_accept_storm_is_served_in_full() {
                         (OpCode::Text, text.into_bytes())
                     );
                 }
+                slowest
             })
         })
         .collect();
-    for thread in threads {
-        thread.join().expect("a storm client failed");
-    }
+    let slowest = threads
+        .into_iter()
+        .map(|thread| thread.join().expect("a storm client failed"))
+        .max()
+        .unwrap();
+    // A client waits a second or more when a full accept queue made the kernel drop its handshake.
+    println!(
+        "accept storm: {} connections from {THREADS} threads all served in {:.2?}; slowest connect \
+         {slowest:.2?}; accept queue overflowed {} times",
+        THREADS * EACH,
+        started.elapsed(),
+        listen_overflows() - overflows_before
+    );
     assert!(
         wait_until(TIMEOUT, || open_fds("self") <= baseline),
         "{} open files after the storm, baseline {baseline}",
@@ -809,7 +846,18 @@ fn out_of_file_descriptors_the_loop_backs_off_and_keeps_serving() {
         );
     }
 
+    // One more client waits in the accept queue. Once the others leave, no new connection arrives to wake the
+    // listener: only the loop's retry can accept it.
+    let mut waiting = connect_raw(addr);
+    waiting.write_all(request(addr).as_bytes()).unwrap();
     drop(extra);
+    let mut waiting = Peer::handshake(waiting);
+    waiting.send_text("waited");
+    assert_eq!(
+        waiting.read_frame().unwrap(),
+        (OpCode::Text, b"waited".to_vec())
+    );
+    drop(waiting);
     let recovered = wait_until(TIMEOUT, || open_fds(&pid) <= baseline);
     assert!(
         recovered,
@@ -846,7 +894,7 @@ fn ten_thousand_connections_all_receive_one_broadcast() {
     let conns = soak_connections();
     // The server runs in a child, which inherits the limit: each process holds one end of every connection.
     if let Err(why) = raise_nofile(conns as u64 + 200) {
-        println!("skipped: {why}");
+        println!("\nskipped: {why}");
         return;
     }
     let server = ChildServer::start("broadcast", None);
