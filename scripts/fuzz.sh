@@ -17,7 +17,8 @@
 # Why this works on stable Rust: cargo-fuzz is made for nightly. Its instrumentation flags (-Cpasses=sancov-module,
 # -Cllvm-args=...) are stable, but AddressSanitizer needs `-Zsanitizer=address`, which stable rustc refuses. The
 # stable toolchain does ship the sanitizer runtimes (librustc-stable_rt.asan.a), so RUSTC_BOOTSTRAP=1 lets stable
-# accept the -Z flag; it changes nothing else about the compiler. wsloop has no `unsafe`, but its dependencies do
+# accept the -Z flag: it only unlocks unstable options, the compiler is the same. (`--sanitizer none` passes no -Z
+# flag and would build on plain stable.) wsloop has no `unsafe`, but its dependencies do
 # (httparse's SIMD scanning), which is what ASan is for. Where the runtime is missing, the script falls back to
 # `--sanitizer none`: the targets still find panics, failed assertions and overflows, just not memory errors.
 # The targets are built with cargo-fuzz's default profile: optimized, with debug assertions and overflow checks.
@@ -91,7 +92,9 @@ for target in "${targets[@]}"; do
         result=CRASH
         status=1
         grep -E -A12 "panicked at|ERROR: (libFuzzer|AddressSanitizer)" "$log" | head -40 || true
-        grep -E "Test unit written to|Reproduce with" -A2 "$log" || true
+        grep -E "Test unit written to" "$log" || true
+        echo "fuzz.sh: replay it with RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer $sanitizer $target fuzz/artifacts/$target/<file>;"
+        echo "fuzz.sh: then minimize it with cargo fuzz tmin and add it to tests/regressions.rs"
     fi
     done_line="$(grep -E '^#[0-9]+ +DONE' "$log" | tail -1 || true)"
     runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
