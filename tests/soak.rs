@@ -11,7 +11,9 @@
 //!
 //! Some tests need the server in a process of its own, to give it its own file-descriptor limit or to measure its
 //! memory without the clients': they run this test binary again, where [`child_server_process`] serves.
-//! Tests here count the process's open files and its memory, so they take turns (see [`serial`]).
+//! Tests here count the process's open files and its memory, so they take turns (see [`serial`]). They read
+//! `/proc`, so they are Linux-only.
+#![cfg(target_os = "linux")]
 
 mod common;
 
