@@ -89,15 +89,16 @@ impl Server {
 
     /// The first half of `start_server()`: create the listening socket and the poll, and register the listener.
     ///
-    /// Like the PHP version's `SO_REUSEADDR`, mio sets address reuse on the listener, so a restart does not wait
-    /// for old connections in `TIME_WAIT`.
+    /// Like the PHP version (`SO_REUSEADDR`, then `socket_listen` with `maxuser` as the backlog), the listener
+    /// reuses its address, so a restart does not wait for old connections in `TIME_WAIT`, and listens with
+    /// [`Config::backlog`].
     pub fn bind<A: ToSocketAddrs>(addr: A, config: Config) -> Result<Server, Error> {
         let addr = addr
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to"))?;
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(addr)?;
+        let mut listener = listen(addr, config.backlog)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -608,4 +609,19 @@ impl Server {
             }
         }
     }
+}
+
+/// `socket_create` + `SO_REUSEADDR` + `socket_bind` + `socket_listen` of the PHP `start_server()`.
+///
+/// Neither std nor mio lets the backlog be chosen (both use 128, which a burst of connections overflows: the kernel
+/// then drops SYNs and clients wait a second or more to retry), so the socket is built with `socket2`.
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
 }

@@ -26,6 +26,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long a closing connection may take to finish the closing handshake before its socket is dropped.
     pub close_timeout: Duration,
+    /// The listen backlog: connections the kernel holds for `accept` (the PHP passed `maxuser` here; the kernel
+    /// caps it at `net.core.somaxconn`).
+    pub backlog: u32,
     /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403.
     pub allowed_origins: Option<Vec<String>>,
 }
@@ -40,6 +43,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(30)),
             close_timeout: Duration::from_secs(5),
+            backlog: 1024,
             allowed_origins: None,
         }
     }
