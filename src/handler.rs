@@ -13,6 +13,7 @@ use crate::connection::{ConnId, Connection};
 use crate::frame;
 use crate::handshake::{HttpResponse, Request};
 use crate::message::Message;
+use crate::server::Stats;
 
 /// The user callbacks, named after the PHP function table. Every method has a default that does nothing.
 pub trait Handler {
@@ -59,6 +60,7 @@ pub struct Handle<'a> {
     conns: &'a Slab<Connection>,
     actions: &'a mut Vec<Action>,
     users: usize,
+    stats: Stats,
 }
 
 impl<'a> Handle<'a> {
@@ -66,11 +68,13 @@ impl<'a> Handle<'a> {
         conns: &'a Slab<Connection>,
         actions: &'a mut Vec<Action>,
         users: usize,
+        stats: Stats,
     ) -> Handle<'a> {
         Handle {
             conns,
             actions,
             users,
+            stats,
         }
     }
 
@@ -93,6 +97,11 @@ impl<'a> Handle<'a> {
     pub fn close(&mut self, id: ConnId, code: u16, reason: &str) {
         self.actions
             .push(Action::Close(id, code, reason.to_string()));
+    }
+
+    /// What the server has done so far: connections accepted, handshakes, slow readers dropped, the largest queue.
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// How many connections are handshaked and open.

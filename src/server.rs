@@ -272,10 +272,9 @@ impl Server {
             };
             conn.last_seen = self.now;
             conn.is_awaiting_pong = false;
-            if conn.closing == Some(Closing::Done) {
-                continue; // our last frame is queued or sent: what the peer still sends is drained and dropped
-            }
-            if !self.receive(handler, key, &mut scratch[..n]) {
+            // Once our last frame is queued or sent, what the peer still sends is read and dropped.
+            let is_draining = conn.closing == Some(Closing::Done);
+            if !is_draining && !self.receive(handler, key, &mut scratch[..n]) {
                 break;
             }
             if n < scratch.len() && !to_the_end {
@@ -383,7 +382,7 @@ impl Server {
             Event::Message(_) | Event::Ping(_) if conn.closing.is_some() => {}
             Event::Message(msg) => {
                 handler.send(
-                    &mut Handle::new(&self.conns, &mut self.actions, self.users),
+                    &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
                     id,
                     msg,
                 );
@@ -499,7 +498,7 @@ impl Server {
         }
         // The PHP `add` callback, called right after the upgrade as in the original.
         handler.add(
-            &mut Handle::new(&self.conns, &mut self.actions, self.users),
+            &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
             id,
         );
         self.apply_actions(handler);
@@ -558,7 +557,7 @@ impl Server {
         if was_open {
             self.users -= 1;
             handler.close(
-                &mut Handle::new(&self.conns, &mut self.actions, self.users),
+                &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
                 id,
                 code,
             );
@@ -577,7 +576,7 @@ impl Server {
         if conn.is_open() {
             self.users -= 1;
             handler.close(
-                &mut Handle::new(&self.conns, &mut self.actions, self.users),
+                &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
                 conn.id,
                 code,
             );

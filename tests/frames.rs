@@ -243,3 +243,91 @@ fn a_ping_flood_from_a_peer_that_never_reads_is_cut_off_with_1008() {
     assert_eq!(read_close(&mut stream), Some(1008));
     still_serves(server.addr);
 }
+
+/// Echoes, except that "stats" is answered with the server's counters.
+struct EchoWithStats;
+
+impl wsloop::Handler for EchoWithStats {
+    fn send(&mut self, ws: &mut wsloop::Handle<'_>, id: wsloop::ConnId, msg: wsloop::Message<'_>) {
+        if msg == wsloop::Message::Text("stats") {
+            let s = ws.stats();
+            let text = format!("{} {} {}", s.accepted, s.handshakes, s.dropped_slow);
+            return ws.send(id, wsloop::Message::Text(&text));
+        }
+        ws.send(id, msg);
+    }
+}
+
+#[test]
+fn stats_count_what_the_overflow_policy_did() {
+    let config = wsloop::Config {
+        max_buffered: 16 << 10,
+        ..wsloop::Config::default()
+    };
+    let server = common::start(config, EchoWithStats);
+    let mut flooder = handshaken(server.addr);
+    let ping = masked(true, OpCode::Ping, &[b'p'; 125]);
+    let batch: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 1000)
+        .collect();
+    for _ in 0..500 {
+        if flooder.write_all(&batch).is_err() {
+            break;
+        }
+    }
+    assert_eq!(read_close(&mut flooder), Some(1008));
+    let mut asker = handshaken(server.addr);
+    asker
+        .write_all(&masked(true, OpCode::Text, b"stats"))
+        .unwrap();
+    // Two connections accepted and handshaked; one dropped as too slow.
+    assert_eq!(read_frame(&mut asker).unwrap().2, b"2 2 1");
+}
+
+/// Echoes, but naps in the callback when told to, so that a test can pile data up in the server's socket.
+struct Napper;
+
+impl wsloop::Handler for Napper {
+    fn send(&mut self, ws: &mut wsloop::Handle<'_>, id: wsloop::ConnId, msg: wsloop::Message<'_>) {
+        if msg == wsloop::Message::Text("nap") {
+            thread::sleep(Duration::from_millis(300));
+        }
+        ws.send(id, msg);
+    }
+}
+
+#[test]
+fn a_failed_peer_that_keeps_sending_is_drained_and_closed_when_it_hangs_up() {
+    let config = wsloop::Config {
+        close_timeout: Duration::from_secs(60),
+        ..wsloop::Config::default()
+    };
+    let server = common::start(config, Napper);
+    let mut stream = handshaken(server.addr);
+    // While the server naps: a protocol error (an unmasked frame), then 16 MiB more, then our FIN. The server
+    // answers 1002 and then has far more to read and drop than one turn of reads takes, with the FIN behind it.
+    let mut bytes = masked(true, OpCode::Text, b"nap");
+    bytes.extend(unmasked(0x81, b"hello"));
+    bytes.extend(std::iter::repeat_n(0u8, 16 << 20));
+    let mut writer = stream.try_clone().unwrap();
+    let writing = thread::spawn(move || {
+        let _ = writer.write_all(&bytes);
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    assert_eq!(read_frame(&mut stream).unwrap().2, b"nap");
+    assert_eq!(read_close(&mut stream), Some(1002));
+    writing.join().unwrap();
+    assert_closed(&mut stream);
+    // The server must see the FIN behind all that data and close at once, not wait out the 60 s close timeout:
+    // stopping the server waits until every connection is gone.
+    let started = std::time::Instant::now();
+    server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the connection lingered {:?}",
+        started.elapsed()
+    );
+}
