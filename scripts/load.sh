@@ -70,8 +70,12 @@ start_server() {
         *) cmd=("$PEERS/target/release/$name-echo" --port "$PORT" --mode "$mode") ;;
     esac
     # Each server may hold 10,000+ sockets: soft open-files limit up to the hard one (raising the
-    # hard limit needs CAP_SYS_RESOURCE). The examples log at warn so that logging is not measured.
-    ( ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; RUST_LOG=warn exec "${cmd[@]}" ) >"$WORK/$name-$mode.log" 2>&1 &
+    # hard limit needs CAP_SYS_RESOURCE; an "unlimited" hard limit is capped by the kernel's nr_open).
+    # The examples log at warn so that logging is not measured.
+    (
+        ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+        RUST_LOG=warn exec "${cmd[@]}"
+    ) >"$WORK/$name-$mode.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
     if ! "$LOADGEN" probe --port "$PORT" --timeout 10; then
@@ -117,7 +121,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = echo ]; then
         # moment of the machine does not land on one server's runs only.
         declare -A port pid
         for s in "${SERVERS[@]}"; do start_server "$s" echo; port[$s]=$PORT; pid[$s]=$PID; done
-        for run in $(seq "$RUNS"); do
+        for _ in $(seq "$RUNS"); do
             for s in "${SERVERS[@]}"; do
                 run_loadgen "echo $config $s" echo --port "${port[$s]}" --conns "$conns" --size "$size" \
                     --secs "$SECS" --warmup "$WARMUP" --server-pid "${pid[$s]}"
@@ -134,7 +138,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = broadcast ]; then
         for n in 10 100 1000; do
             declare -A port pid
             for s in "${SERVERS[@]}"; do start_server "$s" broadcast; port[$s]=$PORT; pid[$s]=$PID; done
-            for run in $(seq "$RUNS"); do
+            for _ in $(seq "$RUNS"); do
                 for s in "${SERVERS[@]}"; do
                     run_loadgen "broadcast ${n}x20 $s" broadcast --port "${port[$s]}" --conns "$n" --size 20 \
                         --secs "$SECS" --warmup "$WARMUP" --server-pid "${pid[$s]}"
