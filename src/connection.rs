@@ -62,7 +62,8 @@ pub(crate) enum Chunk {
     Owned(Vec<u8>),
     /// A frame encoded once and shared (reference-counted) by every receiver of a broadcast.
     Shared(Arc<Vec<u8>>),
-    /// A control frame: may jump ahead of queued data frames, never behind a close.
+    /// A control frame (or the `101` that opens the connection): never dropped, not counted against
+    /// `max_buffered`, and may go ahead of queued data frames, though never ahead of another `Control` chunk.
     Control(Vec<u8>),
 }
 
@@ -89,8 +90,8 @@ pub(crate) struct Connection {
     pub closing: Option<Closing>,
     /// Our side of the TCP connection is shut down; we only read until the peer's FIN.
     pub is_write_shut: bool,
-    /// Bytes of a handshake or frame that has not fully arrived. Empty (and unallocated) most of the time: complete
-    /// frames are decoded straight from the server's shared read buffer.
+    /// Bytes of a handshake or frame that has not fully arrived. Empty and unallocated whenever nothing is left
+    /// over: complete frames are decoded straight from the server's shared read buffer.
     pub read_buf: Vec<u8>,
     /// Fragments to messages.
     pub assembler: Assembler,
@@ -109,6 +110,8 @@ pub(crate) struct Connection {
     out_pos: usize,
     /// Bytes queued and not yet written.
     buffered: usize,
+    /// Full length of every queued data (not `Control`) chunk, the front one included.
+    data_queued: usize,
 }
 
 impl Connection {
@@ -136,6 +139,7 @@ impl Connection {
             out: VecDeque::new(),
             out_pos: 0,
             buffered: 0,
+            data_queued: 0,
         }
     }
 
@@ -163,8 +167,32 @@ impl Connection {
 
     /// Queues a data frame (or an HTTP response) behind everything already queued.
     pub fn push(&mut self, chunk: Chunk) {
-        self.buffered += chunk.bytes().len();
+        let len = chunk.bytes().len();
+        self.buffered += len;
+        if !matches!(chunk, Chunk::Control(_)) {
+            self.data_queued += len;
+        }
         self.out.push_back(chunk);
+    }
+
+    /// Bytes of control frames not yet written (pongs a peer asked for and has not read).
+    pub fn control_queued(&self) -> usize {
+        let data_written = match self.out.front() {
+            Some(Chunk::Owned(_) | Chunk::Shared(_)) => self.out_pos,
+            _ => 0,
+        };
+        self.buffered - (self.data_queued - data_written)
+    }
+
+    /// Data bytes waiting behind the chunk being written: what the slow-reader limit is about. The front chunk is
+    /// left out so that one message larger than the limit can still go out to a reader that keeps up.
+    pub fn backlog(&self) -> usize {
+        match self.out.front() {
+            Some(front @ (Chunk::Owned(_) | Chunk::Shared(_))) => {
+                self.data_queued - front.bytes().len()
+            }
+            _ => self.data_queued,
+        }
     }
 
     /// Queues a control frame ahead of queued data frames (but behind other control frames and behind a frame that
@@ -180,12 +208,25 @@ impl Connection {
     }
 
     /// Drops every queued data frame that has not started to go out; returns the bytes dropped.
+    /// `Control` chunks (pongs, the `101`) and a half-written front chunk stay.
     pub fn discard_unsent(&mut self) -> usize {
-        let keep = usize::from(self.out_pos > 0);
-        let dropped: usize = self.out.iter().skip(keep).map(|c| c.bytes().len()).sum();
-        self.out.truncate(keep);
-        self.buffered -= dropped;
-        dropped
+        let before = self.buffered;
+        let mut index = 0;
+        let started = self.out_pos > 0;
+        self.out.retain(|chunk| {
+            let keep = (index == 0 && started) || matches!(chunk, Chunk::Control(_));
+            index += 1;
+            keep
+        });
+        self.data_queued = self
+            .out
+            .iter()
+            .filter(|c| !matches!(c, Chunk::Control(_)))
+            .map(|c| c.bytes().len())
+            .sum();
+        let queued: usize = self.out.iter().map(|c| c.bytes().len()).sum();
+        self.buffered = queued - self.out_pos;
+        before - self.buffered
     }
 
     /// Writes queued bytes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
@@ -231,7 +272,11 @@ impl Connection {
             }
             written -= left;
             self.out_pos = 0;
-            self.out.pop_front();
+            if let Some(done) = self.out.pop_front() {
+                if !matches!(done, Chunk::Control(_)) {
+                    self.data_queued -= done.bytes().len();
+                }
+            }
         }
     }
 }

@@ -29,7 +29,8 @@ pub trait Handler {
     }
 
     /// Mirrors the PHP `close` callback: runs once when a handshaked connection stops carrying messages, for any
-    /// reason. `code` is the close code the peer sent or the server sent, or 1006 if the connection just dropped.
+    /// reason. `code` is the close code the peer sent or the server sent, 1005 if the peer's close frame had no
+    /// code, or 1006 if the connection just dropped.
     fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
         let _ = (ws, id, code);
     }
@@ -93,7 +94,8 @@ impl<'a> Handle<'a> {
         self.actions.push(Action::Broadcast(Arc::new(frame)));
     }
 
-    /// Starts the closing handshake with `code` (RFC 6455 §7.4) and a short `reason` (cut to 123 bytes).
+    /// Starts the closing handshake with `code` (RFC 6455 §7.4) and a short `reason` (cut to 123 bytes). A code
+    /// that may not be sent on the wire (see [`crate::message::is_valid_close_code`]) is replaced with 1000.
     pub fn close(&mut self, id: ConnId, code: u16, reason: &str) {
         self.actions
             .push(Action::Close(id, code, reason.to_string()));

@@ -49,9 +49,6 @@ pub enum Event<'a> {
     Close(Option<(u16, &'a str)>),
 }
 
-/// A message kept below this capacity keeps its buffer for the next one; a larger buffer is freed.
-const RETAIN_CAPACITY: usize = 64 * 1024;
-
 /// Joins fragments into messages and checks every frame against the message-level rules.
 #[derive(Debug, Default)]
 pub struct Assembler {
@@ -162,9 +159,9 @@ impl Assembler {
         Ok(())
     }
 
-    /// Frees a large fragment buffer once its message has been delivered.
+    /// Frees the fragment buffer once its message has been delivered, so an idle connection holds none.
     pub fn release(&mut self) {
-        if self.open.is_none() && self.buf.capacity() > RETAIN_CAPACITY {
+        if self.open.is_none() && self.buf.capacity() > 0 {
             self.buf = Vec::new();
         }
     }

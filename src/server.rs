@@ -67,6 +67,8 @@ pub struct Server {
     spare_actions: Vec<Action>,
     spare_dirty: Vec<usize>,
     more_to_read: Vec<usize>,
+    /// `apply_actions` is running: actions asked for meanwhile join its queue instead of starting another loop.
+    is_applying: bool,
     users: usize,
     next_serial: u64,
     now: Instant,
@@ -119,6 +121,7 @@ impl Server {
             spare_actions: Vec::new(),
             spare_dirty: Vec::new(),
             more_to_read: Vec::new(),
+            is_applying: false,
             users: 0,
             next_serial: 0,
             now: Instant::now(),
@@ -219,6 +222,14 @@ impl Server {
                     return;
                 }
             };
+            if self.conns.len() - self.users >= self.config.max_pending {
+                self.stats.shed += 1;
+                debug!(
+                    "{peer} closed at once: {} connections already wait to complete a handshake",
+                    self.config.max_pending
+                );
+                continue; // dropping `stream` closes it
+            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if let Err(e) = self.poll.registry().register(
@@ -258,7 +269,12 @@ impl Server {
             };
             let n = match conn.read_available(&mut scratch) {
                 Ok(0) => {
-                    // The PHP loop's "nothing read means close()": the peer sent its FIN.
+                    // The PHP loop's "nothing read means close()": the peer sent its FIN. A peer may half-close
+                    // right after its last request (a close frame, a plain GET): what was queued for it gets one
+                    // last write first.
+                    if !conn.is_write_shut {
+                        let _ = conn.write_pending();
+                    }
                     self.close(handler, key, close_code::ABNORMAL);
                     break;
                 }
@@ -316,16 +332,19 @@ impl Server {
             conn.read_buf.extend_from_slice(&fresh[used..]);
         } else {
             joined.drain(..used);
-            if joined.is_empty() && joined.capacity() > READ_CHUNK {
-                joined = Vec::new(); // a large frame is done: give its memory back
+            if joined.is_empty() {
+                joined = Vec::new(); // nothing left over: an idle connection holds no read buffer
             }
             conn.read_buf = joined;
         }
         true
     }
 
-    /// Decodes what `input` holds completely: the handshake if the connection has none yet, then frames.
-    /// Returns the bytes used.
+    /// Mirrors `decode()` in the PHP chatroom, and the `isHand` branch before it: decodes what `input` holds
+    /// completely, the handshake if the connection has none yet, then frames. Returns the bytes used.
+    ///
+    /// Unlike the PHP version, which took each read as exactly one unfragmented frame, this loops over as many
+    /// frames as arrived, keeps a partial one for the next read, and joins fragments into messages.
     fn consume<H: Handler>(&mut self, handler: &mut H, key: usize, input: &mut [u8]) -> usize {
         let mut used = 0;
         if !self.conns[key].is_handshaked {
@@ -388,7 +407,7 @@ impl Server {
                 );
                 self.apply_actions(handler);
             }
-            Event::Ping(_) if conn.buffered() > self.config.max_buffered => {
+            Event::Ping(_) if conn.control_queued() > self.config.max_buffered => {
                 // Pongs jump the queue and are not refused, but a peer that pings without reading is not a slow
                 // reader, it is a flood: left alone, its pongs would grow the queue without bound.
                 self.overflow(handler, key);
@@ -477,15 +496,19 @@ impl Server {
         let protocol = match handler.accept(&req) {
             Ok(protocol) => protocol,
             Err(status) => {
+                // Only a client or server error status is a refusal; anything else would confuse the client.
+                let status = if (400..=599).contains(&status) {
+                    status
+                } else {
+                    500
+                };
                 self.refuse(key, &HandshakeError::Refused(status));
                 return Some(0);
             }
         };
         let conn = &mut self.conns[key];
-        conn.push(Chunk::Owned(handshake::switching_protocols(
-            ws_key,
-            protocol.as_deref(),
-        )));
+        // A control chunk: nothing may jump ahead of the 101 or discard it (the queue is empty, so it is first).
+        conn.push_control(handshake::switching_protocols(ws_key, protocol.as_deref()));
         conn.is_handshaked = true;
         let id = conn.id;
         debug!("{id} handshake done: {} {}", req.method, req.path);

@@ -815,3 +815,28 @@ fn buffered_reports_what_a_stalled_reader_has_waiting() {
     }
     still_serves(server.addr);
 }
+
+#[test]
+fn max_pending_closes_connections_past_the_limit_of_unfinished_handshakes() {
+    let config = Config {
+        max_pending: 2,
+        ..Config::default()
+    };
+    let server = common::start(config, common::Echo);
+    // Two connections that say nothing hold both places.
+    let mut quiet: Vec<TcpStream> = (0..2).map(|_| common::connect_raw(server.addr)).collect();
+    common::eventually("the third connection to be closed at once", || {
+        let mut third = common::connect_raw(server.addr);
+        let _ = third.write_all(common::request(server.addr).as_bytes());
+        let mut byte = [0u8; 1];
+        matches!(third.read(&mut byte), Ok(0) | Err(_))
+    });
+    // Once the quiet ones complete their handshakes, the places are free again.
+    for stream in &mut quiet {
+        stream
+            .write_all(common::request(server.addr).as_bytes())
+            .unwrap();
+        assert_eq!(common::read_response(stream).0, 101);
+    }
+    common::still_serves(server.addr);
+}

@@ -16,8 +16,9 @@ pub struct Config {
     pub max_message: usize,
     /// The largest request head in bytes; over it: HTTP 431.
     pub max_head: usize,
-    /// Outbound bytes a connection may have queued. A message that would go past it drops the connection with
-    /// close 1008 instead (an empty queue always takes one message, so a single large message still goes out).
+    /// Outbound data a connection may have waiting, in bytes, counted once the socket has taken all it can and
+    /// not counting the message being written (so one message larger than this still goes out). A connection over
+    /// it is a slow reader: its unsent data is dropped and it gets close 1008. Pongs and close frames do not count.
     pub max_buffered: usize,
     /// A connection that has not completed its handshake by then is dropped (slowloris).
     pub handshake_timeout: Duration,
@@ -26,10 +27,14 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long a closing connection may take to finish the closing handshake before its socket is dropped.
     pub close_timeout: Duration,
+    /// Connections that have not completed their handshake (or are closing) at most; a connection accepted past it
+    /// is closed at once, so a flood of idle sockets cannot take every file descriptor.
+    pub max_pending: usize,
     /// The listen backlog: connections the kernel holds for `accept` (the PHP passed `maxuser` here; the kernel
     /// caps it at `net.core.somaxconn`).
     pub backlog: u32,
-    /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403.
+    /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403. A
+    /// request without an `Origin` (a non-browser client) is refused too.
     pub allowed_origins: Option<Vec<String>>,
 }
 
@@ -43,6 +48,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(30)),
             close_timeout: Duration::from_secs(5),
+            max_pending: 1024,
             backlog: 1024,
             allowed_origins: None,
         }
@@ -75,6 +81,8 @@ pub struct Stats {
     pub handshakes: u64,
     /// Connections dropped because their outbound buffer overflowed.
     pub dropped_slow: u64,
+    /// Connections closed right after `accept` because `max_pending` were already waiting.
+    pub shed: u64,
     /// The most bytes any one connection had queued.
     pub peak_buffered: usize,
 }

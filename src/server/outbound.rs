@@ -12,7 +12,7 @@ use std::sync::Arc;
 use log::{debug, trace, warn};
 
 use super::Server;
-use crate::connection::{Chunk, Closing, ConnId, Connection};
+use crate::connection::{Chunk, Closing, ConnId};
 use crate::error::close_code;
 use crate::frame::{self, Limits, OpCode};
 use crate::handler::{Action, Handler};
@@ -38,8 +38,13 @@ impl Server {
     }
 
     /// Carries out what callbacks asked of their handle, in order. A callback run from here (the `close` of a
-    /// connection a callback closed) may ask for more; that is carried out too.
+    /// connection a callback closed) may ask for more: that is queued behind the rest and carried out by the same
+    /// loop, never by a nested one, so a cascade of closes cannot grow the stack.
     pub(super) fn apply_actions<H: Handler>(&mut self, handler: &mut H) {
+        if self.is_applying {
+            return;
+        }
+        self.is_applying = true;
         while !self.actions.is_empty() {
             let mut batch = mem::replace(&mut self.actions, mem::take(&mut self.spare_actions));
             for action in batch.drain(..) {
@@ -47,10 +52,10 @@ impl Server {
                     Action::Send(id, frame) => {
                         if let Some(key) = self.open_key(id) {
                             trace_frame(id, ">", &frame);
-                            self.queue_data(handler, key, Chunk::Owned(frame));
+                            self.queue_data(key, Chunk::Owned(frame));
                         }
                     }
-                    Action::Broadcast(frame) => self.broadcast(handler, frame),
+                    Action::Broadcast(frame) => self.broadcast(frame),
                     Action::Close(id, code, reason) => {
                         if let Some(key) = self.open_key(id) {
                             let code = if crate::message::is_valid_close_code(code) {
@@ -67,21 +72,16 @@ impl Server {
             }
             self.spare_actions = batch;
         }
+        self.is_applying = false;
     }
 
-    /// Queues one shared frame for every open connection; those whose buffer overflows are dropped afterwards,
-    /// so every other receiver still gets every message in order.
-    pub(super) fn broadcast<H: Handler>(&mut self, handler: &mut H, frame: Arc<Vec<u8>>) {
+    /// Queues one shared frame for every open connection: encoded once, its bytes shared by every queue.
+    pub(super) fn broadcast(&mut self, frame: Arc<Vec<u8>>) {
         if log::log_enabled!(log::Level::Trace) {
             trace!("broadcast to {} connections:", self.users);
             trace_frame(ConnId::new(0, 0), ">", &frame);
         }
-        let mut overflowed = Vec::new();
         for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
-            if would_overflow(conn, frame.len(), self.config.max_buffered) {
-                overflowed.push(key);
-                continue;
-            }
             conn.push(Chunk::Shared(frame.clone()));
             self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
             if !conn.is_dirty {
@@ -89,17 +89,11 @@ impl Server {
                 self.dirty.push(key);
             }
         }
-        for key in overflowed {
-            self.overflow(handler, key);
-        }
     }
 
-    /// Queues a data frame for one connection, or drops the connection if its buffer would overflow.
-    pub(super) fn queue_data<H: Handler>(&mut self, handler: &mut H, key: usize, chunk: Chunk) {
+    /// Queues a data frame for one connection.
+    pub(super) fn queue_data(&mut self, key: usize, chunk: Chunk) {
         let conn = &mut self.conns[key];
-        if would_overflow(conn, chunk_len(&chunk), self.config.max_buffered) {
-            return self.overflow(handler, key);
-        }
         conn.push(chunk);
         self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
         self.mark_dirty(key);
@@ -108,6 +102,9 @@ impl Server {
     /// A receiver too slow for what it is sent: drop what it has not started to receive and close it with 1008.
     pub(super) fn overflow<H: Handler>(&mut self, handler: &mut H, key: usize) {
         let conn = &mut self.conns[key];
+        if !conn.is_open() {
+            return;
+        }
         let queued = conn.buffered();
         let dropped = conn.discard_unsent();
         self.stats.dropped_slow += 1;
@@ -125,6 +122,10 @@ impl Server {
     }
 
     /// Writes what each connection touched this turn has queued; finishes closes whose last frame went out.
+    ///
+    /// This is also where a slow reader is found: the limit applies to what is still queued once the socket has
+    /// taken all it can, so a burst queued within one turn does not count against a reader that keeps up. A drop
+    /// may queue more for others (a close callback broadcasting a "leave"); those are flushed by the same loop.
     pub(super) fn flush_dirty<H: Handler>(&mut self, handler: &mut H) {
         while !self.dirty.is_empty() {
             let mut batch = mem::replace(&mut self.dirty, mem::take(&mut self.spare_dirty));
@@ -143,6 +144,10 @@ impl Server {
                         let _ = conn.stream.shutdown(Shutdown::Write);
                         conn.is_write_shut = true;
                         debug!("{} last frame sent; TCP write side shut down", conn.id);
+                    }
+                    Ok(false) if conn.is_open() && conn.backlog() > self.config.max_buffered => {
+                        self.overflow(handler, key);
+                        self.mark_dirty(key);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -170,18 +175,6 @@ impl Server {
             .get(id.key())
             .filter(|c| c.id == id && c.is_open())
             .map(|_| id.key())
-    }
-}
-
-/// True if queuing `len` more bytes would take the connection past `max`. An empty queue always takes one message.
-pub(super) fn would_overflow(conn: &Connection, len: usize, max: usize) -> bool {
-    conn.buffered() > 0 && conn.buffered().saturating_add(len) > max
-}
-
-pub(super) fn chunk_len(chunk: &Chunk) -> usize {
-    match chunk {
-        Chunk::Owned(v) | Chunk::Control(v) => v.len(),
-        Chunk::Shared(v) => v.len(),
     }
 }
 

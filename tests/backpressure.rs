@@ -1,0 +1,158 @@
+//! What is written out: the order of the 101 and the first frames, a half-closing peer's last reply, and the
+//! slow-reader policy (a burst is not a slow reader; a slow reader is dropped exactly once).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::thread;
+
+use common::{
+    connect_raw, echo, handshaken, masked, read_close, read_frame, read_response, request,
+};
+use wsloop::frame::OpCode;
+use wsloop::{Config, ConnId, Handle, Handler, Message};
+
+#[test]
+fn a_close_then_a_half_close_still_gets_the_close_reply() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    stream
+        .write_all(&masked(true, OpCode::Close, &1000u16.to_be_bytes()))
+        .unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_close(&mut stream), Some(1000));
+}
+
+#[test]
+fn a_plain_get_then_a_half_close_still_gets_its_response() {
+    let server = echo();
+    let mut stream = connect_raw(server.addr);
+    stream
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+        .unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_response(&mut stream).0, 426);
+}
+
+#[test]
+fn a_pong_never_jumps_ahead_of_the_101() {
+    let server = echo();
+    let mut stream = connect_raw(server.addr);
+    let mut bytes = request(server.addr).into_bytes();
+    bytes.extend(masked(true, OpCode::Ping, b"early"));
+    stream.write_all(&bytes).unwrap();
+    assert_eq!(read_response(&mut stream).0, 101);
+    assert_eq!(
+        read_frame(&mut stream).unwrap(),
+        (true, OpCode::Pong, b"early".to_vec())
+    );
+}
+
+/// Greets every newcomer with a message as large as the whole outbound limit.
+struct History;
+
+impl Handler for History {
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
+        ws.send(
+            id,
+            Message::Binary(&vec![0; Config::default().max_buffered]),
+        );
+    }
+}
+
+#[test]
+fn a_large_greeting_in_add_neither_overflows_nor_loses_the_101() {
+    let server = common::start(Config::default(), History);
+    let mut stream = connect_raw(server.addr);
+    stream.write_all(request(server.addr).as_bytes()).unwrap();
+    let mut first = [0u8; 12];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 101", "got {first:02x?}");
+    let mut rest = Vec::new();
+    while !rest.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).unwrap();
+        rest.push(byte[0]);
+    }
+    let (_, opcode, payload) = read_frame(&mut stream).unwrap();
+    assert_eq!(
+        (opcode, payload.len()),
+        (OpCode::Binary, Config::default().max_buffered)
+    );
+}
+
+/// Relays every message to everyone, like `examples/broadcast.rs`.
+struct Relay;
+
+impl Handler for Relay {
+    fn send(&mut self, ws: &mut Handle<'_>, _id: ConnId, msg: Message<'_>) {
+        ws.broadcast(msg);
+    }
+}
+
+#[test]
+fn one_message_larger_than_the_limit_then_a_small_one_reach_a_fast_reader() {
+    // 5 MiB is over the default 4 MiB outbound limit, and both messages are queued in the same loop turn.
+    let server = common::start(Config::default(), Relay);
+    let mut reader = handshaken(server.addr);
+    let mut sender = handshaken(server.addr);
+    let mut bytes = masked(true, OpCode::Binary, &vec![7u8; 5 << 20]);
+    bytes.extend(masked(true, OpCode::Binary, b"x"));
+    let writer = thread::spawn(move || {
+        sender.write_all(&bytes).unwrap();
+        sender
+    });
+    let (_, opcode, payload) = read_frame(&mut reader).unwrap();
+    assert_eq!((opcode, payload.len()), (OpCode::Binary, 5 << 20));
+    assert_eq!(
+        read_frame(&mut reader).unwrap(),
+        (true, OpCode::Binary, b"x".to_vec()),
+        "the reader was dropped"
+    );
+    drop(writer.join());
+}
+
+/// On "go", floods everyone; on "stats", answers the number of slow readers dropped; on a close, tells the rest.
+struct Flood;
+
+impl Handler for Flood {
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        if msg == Message::Text("stats") {
+            return ws.send(id, Message::Text(&ws.stats().dropped_slow.to_string()));
+        }
+        for _ in 0..200 {
+            ws.broadcast(Message::Binary(&[1; 64 << 10]));
+        }
+    }
+
+    fn close(&mut self, ws: &mut Handle<'_>, _id: ConnId, _code: u16) {
+        ws.broadcast(Message::Binary(&[3; 50])); // a "leave" notice, as the chatroom sends
+    }
+}
+
+#[test]
+fn each_slow_reader_is_dropped_once_with_1008() {
+    let config = Config {
+        max_buffered: 64 << 10,
+        ..Config::default()
+    };
+    let server = common::start(config, Flood);
+    // Three clients that never read while 12.5 MiB is broadcast to them: each overflows; each drop's close
+    // callback broadcasts to the others, which must not drop (or count) them a second time.
+    let mut peers: Vec<_> = (0..3).map(|_| handshaken(server.addr)).collect();
+    peers[0]
+        .write_all(&masked(true, OpCode::Text, b"go"))
+        .unwrap();
+    for peer in &mut peers {
+        assert_eq!(read_close(peer), Some(1008));
+    }
+    let mut late = handshaken(server.addr);
+    late.write_all(&masked(true, OpCode::Text, b"stats"))
+        .unwrap();
+    assert_eq!(
+        read_frame(&mut late).unwrap().2,
+        b"3",
+        "slow readers dropped"
+    );
+}
