@@ -329,14 +329,27 @@ fn decode(c: &mut Criterion) {
         if text {
             // Plain ASCII text, as most chat and JSON traffic is: UTF-8 validation has a fast path for it.
             for size in [1 << 10, 1 << 20] {
-                let ascii: Vec<u8> = b"wsloop says hello, world; ".iter().copied().cycle().take(size).collect();
+                let ascii: Vec<u8> = b"wsloop says hello, world; "
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(size)
+                    .collect();
                 let (count, throughput) = if size <= 1024 {
-                    (FRAMES_PER_BUFFER, Throughput::Elements(FRAMES_PER_BUFFER as u64))
+                    (
+                        FRAMES_PER_BUFFER,
+                        Throughput::Elements(FRAMES_PER_BUFFER as u64),
+                    )
                 } else {
                     (1, Throughput::Bytes(size as u64))
                 };
                 let input = frames_of(&ascii, count, usize::MAX, true);
-                bench_decode(&mut group, &format!("{}_ascii", label(size)), &input, throughput);
+                bench_decode(
+                    &mut group,
+                    &format!("{}_ascii", label(size)),
+                    &input,
+                    throughput,
+                );
             }
         }
         for size in LARGE {
