@@ -55,7 +55,7 @@ impl Default for Config {
     }
 }
 
-/// Stops a running server from any thread: every client gets close 1001, then [`Server::run`] returns.
+/// Stops a running server from any thread: every client gets close 1001, then [`Server::run`](crate::Server::run) returns.
 #[derive(Clone)]
 pub struct StopHandle {
     pub(super) flag: Arc<AtomicBool>,
