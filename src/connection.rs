@@ -76,6 +76,19 @@ impl Chunk {
     }
 }
 
+/// Linux's `IOV_MAX`: the most buffers one `writev` takes.
+const MAX_SLICES: usize = 1024;
+/// Up to this many queued chunks, the list of buffers for `writev` lives on the stack.
+const STACK_SLICES: usize = 16;
+
+/// Points `slices` at the first `slices.len()` queued chunks, the first one from `pos` on.
+fn gather<'a>(out: &'a VecDeque<Chunk>, pos: usize, slices: &mut [IoSlice<'a>]) {
+    for (i, (slice, chunk)) in slices.iter_mut().zip(out).enumerate() {
+        let bytes = chunk.bytes();
+        *slice = IoSlice::new(if i == 0 { &bytes[pos..] } else { bytes });
+    }
+}
+
 /// One client connection, as the PHP version kept it in `$this->accept` and `$this->isHand`.
 pub(crate) struct Connection {
     /// The socket, registered with the poll under this connection's slab key.
@@ -234,20 +247,19 @@ impl Connection {
     /// Several frames go out in one vectored write. Unlike the PHP version's `socket_write`, a write may be partial:
     /// what is left stays queued, and the server calls this again on the next `WRITABLE` event.
     pub fn write_pending(&mut self) -> io::Result<bool> {
-        const MAX_SLICES: usize = 64;
         while !self.out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (i, chunk) in self.out.iter().take(MAX_SLICES).enumerate() {
-                let bytes = chunk.bytes();
-                slices[i] = IoSlice::new(if i == 0 {
-                    &bytes[self.out_pos..]
-                } else {
-                    bytes
-                });
-                count += 1;
-            }
-            let written = match self.stream.write_vectored(&slices[..count]) {
+            let count = self.out.len().min(MAX_SLICES);
+            let result = if count <= STACK_SLICES {
+                let mut slices = [IoSlice::new(&[]); STACK_SLICES];
+                gather(&self.out, self.out_pos, &mut slices[..count]);
+                self.stream.write_vectored(&slices[..count])
+            } else {
+                // A broadcast-heavy turn queues many small frames: one writev takes them all, not 64 at a time.
+                let mut slices = vec![IoSlice::new(&[]); count];
+                gather(&self.out, self.out_pos, &mut slices);
+                self.stream.write_vectored(&slices)
+            };
+            let written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if interrupted(&e) => continue,

@@ -198,9 +198,7 @@ impl Assembler {
             self.utf8.finish()?;
             // Every byte went through `Utf8Stream::push` and nothing is left incomplete, so this cannot fail;
             // it is still checked rather than assumed, to keep this module free of `unsafe`.
-            return std::str::from_utf8(&self.buf)
-                .map(Message::Text)
-                .map_err(|_| FrameError::InvalidUtf8);
+            return text(&self.buf).map(Message::Text);
         }
         Ok(Message::Binary(&self.buf))
     }
@@ -208,12 +206,16 @@ impl Assembler {
 
 fn single_frame(opcode: OpCode, payload: &[u8]) -> Result<Message<'_>, FrameError> {
     if opcode == OpCode::Text {
-        std::str::from_utf8(payload)
-            .map(Message::Text)
-            .map_err(|_| FrameError::InvalidUtf8)
+        text(payload).map(Message::Text)
     } else {
         Ok(Message::Binary(payload))
     }
+}
+
+/// §8.1: text must be valid UTF-8. Checked with `simdutf8`, which validates 16 or 32 bytes a step (SSE4.2/AVX2,
+/// chosen at run time) and is several times faster than `std::str::from_utf8` on non-ASCII text.
+fn text(bytes: &[u8]) -> Result<&str, FrameError> {
+    simdutf8::basic::from_utf8(bytes).map_err(|_| FrameError::InvalidUtf8)
 }
 
 /// How far [`Assembler::check_partial`] got into the frame that is still arriving. Reset it when a frame completes.
@@ -250,7 +252,7 @@ impl Utf8Stream {
             }
             self.carry_len = 0;
         }
-        match std::str::from_utf8(bytes) {
+        match simdutf8::compat::from_utf8(bytes) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_some() => Err(FrameError::InvalidUtf8),
             Err(e) => {
