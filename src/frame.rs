@@ -268,31 +268,45 @@ pub fn decode<'a>(
     )))
 }
 
+/// Payloads from this length on are unmasked 64 bytes a step; shorter ones 8 bytes a step.
+const WIDE_MASK_FROM: usize = 512;
+
 /// XORs `buf` with the masking key (§5.3), starting `offset` bytes into the key's cycle. Its own inverse.
 ///
-/// Works 64 bytes at a time against a pre-rotated 64-byte copy of the key, which the compiler turns into wide
-/// vector XORs; the tail goes byte by byte.
+/// A long payload goes 64 bytes at a time against a pre-rotated 64-byte copy of the key, which the compiler turns
+/// into wide vector XORs; the rest (or a short payload) 8 bytes at a time as one 64-bit word, then byte by byte. Every step is a multiple of 4 bytes,
+/// so the key stays in phase from one to the next.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], masking_key: [u8; 4], offset: usize) {
     let mut key = masking_key;
     key.rotate_left(offset % 4);
-    if buf.len() < 64 {
-        for (i, byte) in buf.iter_mut().enumerate() {
-            *byte ^= key[i & 3];
+    // Building the 64-byte key costs about as much as masking a short payload word by word; only long ones pay.
+    let rest = if buf.len() >= WIDE_MASK_FROM {
+        let mut wide = [0u8; 64];
+        for (i, w) in wide.iter_mut().enumerate() {
+            *w = key[i & 3];
         }
-        return;
-    }
-    let mut wide = [0u8; 64];
-    for (i, w) in wide.iter_mut().enumerate() {
-        *w = key[i & 3];
-    }
-    let mut chunks = buf.chunks_exact_mut(64);
-    for chunk in &mut chunks {
-        for (byte, k) in chunk.iter_mut().zip(wide.iter()) {
-            *byte ^= k;
+        let mut chunks = buf.chunks_exact_mut(64);
+        for chunk in &mut chunks {
+            for (byte, k) in chunk.iter_mut().zip(wide.iter()) {
+                *byte ^= k;
+            }
         }
+        chunks.into_remainder()
+    } else {
+        buf
+    };
+    let key_word = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut words = rest.chunks_exact_mut(8);
+    for word in &mut words {
+        let bytes: [u8; 8] = (&*word)
+            .try_into()
+            .expect("chunks_exact_mut(8) yields 8 bytes");
+        word.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ key_word).to_ne_bytes());
     }
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
         *byte ^= key[i & 3];
     }
 }
@@ -609,7 +623,7 @@ mod tests {
     #[test]
     fn fast_mask_matches_the_bytewise_definition() {
         let key = [0x37, 0xfa, 0x21, 0x3d];
-        for len in (0..=64).chain([127, 128, 129, 200, 1000]) {
+        for len in (0..=64).chain([127, 128, 129, 200, 511, 512, 513, 575, 577, 1000, 1031]) {
             for offset in 0..4 {
                 let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
                 let (mut fast, mut slow) = (data.clone(), data.clone());
