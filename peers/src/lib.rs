@@ -156,6 +156,60 @@ pub fn process_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The peer servers' shared `main`: parses `--host --port --mode echo|broadcast --threads`, raises the open-files
+/// limit, and on a tokio runtime of `--threads` threads (current-thread for 1, like wsloop's single loop) accepts
+/// connections forever, spawning `serve(stream, broadcast)` for each.
+#[cfg(feature = "peers")]
+pub fn run_peer_server<S, F>(name: &str, usage: &'static str, serve: S)
+where
+    S: Fn(tokio::net::TcpStream, bool) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let flags = Flags::parse(
+        std::env::args().skip(1),
+        &["host", "port", "mode", "threads"],
+        usage,
+    );
+    let addr = flags.loopback_addr(9001);
+    let broadcast = match flags.opt("mode").unwrap_or("echo") {
+        "echo" => false,
+        "broadcast" => true,
+        other => usage_exit(usage, &format!("unknown mode {other:?}")),
+    };
+    let threads: usize = flags.get("threads", 1);
+    raise_nofile_limit(65_536);
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_io()
+            .build()
+    }
+    .expect("tokio runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| {
+                eprintln!("cannot listen on {addr}: {e}");
+                std::process::exit(1)
+            });
+        eprintln!(
+            "{name} {} server on ws://{addr}",
+            if broadcast { "broadcast" } else { "echo" }
+        );
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve(stream, broadcast));
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

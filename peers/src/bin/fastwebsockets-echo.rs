@@ -18,9 +18,8 @@ use fastwebsockets::{
     FragmentCollector, FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use wsloop_peers::{raise_nofile_limit, Flags};
 
 const USAGE: &str =
     "usage: fastwebsockets-echo --port P [--host 127.0.0.1] [--mode echo|broadcast] [--threads N]";
@@ -37,51 +36,14 @@ struct Hub {
 }
 
 fn main() {
-    let flags = Flags::parse(
-        std::env::args().skip(1),
-        &["host", "port", "mode", "threads"],
-        USAGE,
-    );
-    let addr = flags.loopback_addr(9001);
-    let broadcast = match flags.opt("mode").unwrap_or("echo") {
-        "echo" => false,
-        "broadcast" => true,
-        other => wsloop_peers::usage_exit(USAGE, &format!("unknown mode {other:?}")),
-    };
-    let threads: usize = flags.get("threads", 1);
-    raise_nofile_limit(65_536);
-
-    let runtime = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_io()
-            .build()
-    }
-    .expect("tokio runtime");
-
-    runtime.block_on(async move {
-        let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| {
-            eprintln!("cannot listen on {addr}: {e}");
-            std::process::exit(1)
-        });
-        eprintln!(
-            "fastwebsockets {} server on ws://{addr}",
-            if broadcast { "broadcast" } else { "echo" }
-        );
-        let hub = Arc::new(Mutex::new(Hub::default()));
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
+    let hub = Arc::new(Mutex::new(Hub::default()));
+    wsloop_peers::run_peer_server("fastwebsockets", USAGE, move |stream, broadcast| {
+        let hub = hub.clone();
+        async move {
             if broadcast {
-                tokio::spawn(relay(stream, hub.clone()));
+                relay(stream, hub).await;
             } else {
-                tokio::spawn(echo(stream));
+                echo(stream).await;
             }
         }
     });
