@@ -9,7 +9,7 @@
 //! | the `while(TRUE)` around `socket_select` | [`Server::run`]: `poll.poll(&mut events, timeout)`, then `match event.token()` |
 //! | `add_accept()`: accept, push, `isHand = false` | `Server::add_accept`: accept until `WouldBlock`, `slab.insert`, the slab key as token |
 //! | `upgrade()`: read headers, accept key, write 101 | `Server::upgrade`, calling [`handshake::parse_request`], [`handshake::validate`], [`handshake::switching_protocols`] |
-//! | `decode()`: unmask, read the payload | [`frame::decode`], then [`message::Assembler::push`] |
+//! | `decode()`: unmask, read the payload | `Server::consume`: a loop of [`frame::decode`], then [`message::Assembler::push`] |
 //! | `frame()`/`encode()` for outgoing text | [`frame::encode`], queued in the connection's write buffer |
 //! | `close()`: close the socket, unset it from the array | `Server::close`: deregister, `slab.remove`, the `close` callback |
 //! | the function table `add` / `send` / `close` | [`Handler::add`], [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`]; inside them a [`Handle`] offers `send`, `broadcast`, `close` |
