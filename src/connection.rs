@@ -103,6 +103,8 @@ pub(crate) struct Connection {
     pub closing: Option<Closing>,
     /// Our side of the TCP connection is shut down; we only read until the peer's FIN.
     pub is_write_shut: bool,
+    /// The peer's FIN has been read: once the queue is written, nothing is left to wait for.
+    pub is_read_eof: bool,
     /// Bytes of a handshake or frame that has not fully arrived. Empty and unallocated whenever nothing is left
     /// over: complete frames are decoded straight from the server's shared read buffer.
     pub read_buf: Vec<u8>,
@@ -142,6 +144,7 @@ impl Connection {
             is_handshaked: false,
             closing: None,
             is_write_shut: false,
+            is_read_eof: false,
             read_buf: Vec::new(),
             assembler: Assembler::new(max_message),
             probe: Probe::default(),

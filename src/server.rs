@@ -270,12 +270,15 @@ impl Server {
             let n = match conn.read_available(&mut scratch) {
                 Ok(0) => {
                     // The PHP loop's "nothing read means close()": the peer sent its FIN. A peer may half-close
-                    // right after its last request (a close frame, a plain GET): what was queued for it gets one
-                    // last write first.
-                    if !conn.is_write_shut {
-                        let _ = conn.write_pending();
+                    // right after its last request (a close frame, a plain GET), so what is queued for it is still
+                    // written out (within the close timeout); then the connection closes, with nothing more to
+                    // wait for from the peer.
+                    if conn.buffered() == 0 || conn.is_write_shut {
+                        self.close(handler, key, close_code::ABNORMAL);
+                    } else {
+                        conn.is_read_eof = true;
+                        self.begin_close(handler, key, Closing::Done, close_code::ABNORMAL);
                     }
-                    self.close(handler, key, close_code::ABNORMAL);
                     break;
                 }
                 Ok(n) => n,

@@ -6,11 +6,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::thread;
+use std::time::Duration;
 
 use common::{
     connect_raw, echo, handshaken, masked, read_close, read_frame, read_response, request,
 };
 use wsloop::frame::OpCode;
+use wsloop::handshake::{HttpResponse, Request};
 use wsloop::{Config, ConnId, Handle, Handler, Message};
 
 #[test]
@@ -113,20 +115,32 @@ fn one_message_larger_than_the_limit_then_a_small_one_reach_a_fast_reader() {
     drop(writer.join());
 }
 
-/// On "go", floods everyone; on "stats", answers the number of slow readers dropped; on a close, tells the rest.
-struct Flood;
+/// On "go", floods everyone but the sender; on "stats", answers the number of slow readers dropped; on a close,
+/// tells the rest.
+#[derive(Default)]
+struct Flood {
+    ids: Vec<ConnId>,
+}
 
 impl Handler for Flood {
+    fn add(&mut self, _ws: &mut Handle<'_>, id: ConnId) {
+        self.ids.push(id);
+    }
+
     fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
         if msg == Message::Text("stats") {
             return ws.send(id, Message::Text(&ws.stats().dropped_slow.to_string()));
         }
-        for _ in 0..200 {
-            ws.broadcast(Message::Binary(&[1; 64 << 10]));
+        // 44 MiB each: more than the kernel buffers for one loopback socket (4 MiB to send, 32 MiB to receive).
+        for &other in self.ids.iter().filter(|&&other| other != id) {
+            for _ in 0..700 {
+                ws.send(other, Message::Binary(&[1; 64 << 10]));
+            }
         }
     }
 
-    fn close(&mut self, ws: &mut Handle<'_>, _id: ConnId, _code: u16) {
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, _code: u16) {
+        self.ids.retain(|&other| other != id);
         ws.broadcast(Message::Binary(&[3; 50])); // a "leave" notice, as the chatroom sends
     }
 }
@@ -137,22 +151,72 @@ fn each_slow_reader_is_dropped_once_with_1008() {
         max_buffered: 64 << 10,
         ..Config::default()
     };
-    let server = common::start(config, Flood);
-    // Three clients that never read while 12.5 MiB is broadcast to them: each overflows; each drop's close
-    // callback broadcasts to the others, which must not drop (or count) them a second time.
+    let server = common::start(config, Flood::default());
+    // Three clients that read nothing while they are flooded: each overflows; each drop's close callback
+    // broadcasts to the others, which must not drop (or count) them a second time.
     let mut peers: Vec<_> = (0..3).map(|_| handshaken(server.addr)).collect();
-    peers[0]
+    let mut trigger = handshaken(server.addr);
+    trigger
         .write_all(&masked(true, OpCode::Text, b"go"))
         .unwrap();
+    common::eventually("three slow readers to be dropped", || {
+        trigger
+            .write_all(&masked(true, OpCode::Text, b"stats"))
+            .unwrap();
+        loop {
+            // Skip the leave notices; the answer is the one text frame.
+            let (_, opcode, payload) = read_frame(&mut trigger).unwrap();
+            if opcode == OpCode::Text {
+                return payload == b"3";
+            }
+        }
+    });
     for peer in &mut peers {
         assert_eq!(read_close(peer), Some(1008));
     }
-    let mut late = handshaken(server.addr);
-    late.write_all(&masked(true, OpCode::Text, b"stats"))
+}
+
+/// Long enough for the server to see the request and the FIN before the client reads anything.
+const LET_THE_SERVER_SEE_THE_FIN: Duration = Duration::from_millis(300);
+
+#[test]
+fn a_large_echo_then_a_close_then_a_half_close_gets_the_echo_and_the_close_reply() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let mut bytes = masked(true, OpCode::Binary, &vec![7u8; 8 << 20]);
+    bytes.extend(masked(true, OpCode::Close, &1000u16.to_be_bytes()));
+    stream.write_all(&bytes).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(LET_THE_SERVER_SEE_THE_FIN);
+    let (_, opcode, payload) = read_frame(&mut stream).expect("the whole echo");
+    assert_eq!((opcode, payload.len()), (OpCode::Binary, 8 << 20));
+    assert_eq!(read_close(&mut stream), Some(1000));
+}
+
+/// Serves a page larger than what one write to a socket takes.
+struct BigPage;
+
+impl Handler for BigPage {
+    fn http(&mut self, _req: &Request<'_>) -> Option<HttpResponse> {
+        Some(HttpResponse::new(200, "text/plain", vec![b'a'; 32 << 20]))
+    }
+}
+
+#[test]
+fn a_plain_get_then_a_half_close_gets_a_large_response_whole() {
+    let server = common::start(Config::default(), BigPage);
+    let mut stream = connect_raw(server.addr);
+    stream
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
         .unwrap();
-    assert_eq!(
-        read_frame(&mut late).unwrap().2,
-        b"3",
-        "slow readers dropped"
-    );
+    stream.shutdown(Shutdown::Write).unwrap();
+    thread::sleep(LET_THE_SERVER_SEE_THE_FIN);
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    assert_eq!(all.len() - head_end, 32 << 20, "the body was cut short");
 }

@@ -138,6 +138,13 @@ impl Server {
                     continue;
                 }
                 match conn.write_pending() {
+                    Ok(true) if conn.closing == Some(Closing::Done) && conn.is_read_eof => {
+                        debug!(
+                            "{} last bytes written to a peer that already hung up",
+                            conn.id
+                        );
+                        self.close(handler, key, close_code::ABNORMAL);
+                    }
                     Ok(true) if conn.closing == Some(Closing::Done) => {
                         // §7.1.1: the server closes the TCP connection first. Shut down our side and read until the
                         // peer's FIN (or the close timeout), so our last frame is not lost to a reset.
