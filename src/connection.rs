@@ -200,15 +200,19 @@ impl Connection {
         self.buffered - (self.data_queued - data_written)
     }
 
-    /// Data bytes waiting behind the chunk being written: what the slow-reader limit is about. The front chunk is
-    /// left out so that one message larger than the limit can still go out to a reader that keeps up.
+    /// Data bytes waiting behind the message being written: what the slow-reader limit is about. That message (the
+    /// first data chunk, even with a pong queued ahead of it) is left out, so that one message larger than the
+    /// limit can still go out to a reader that keeps up.
     pub fn backlog(&self) -> usize {
-        match self.out.front() {
-            Some(front @ (Chunk::Owned(_) | Chunk::Shared(_))) => {
-                self.data_queued - front.bytes().len()
-            }
-            _ => self.data_queued,
-        }
+        // Only a few control chunks can stand ahead of it (a flood of pings is cut off long before), so a short
+        // look from the front finds it.
+        let going_out = self
+            .out
+            .iter()
+            .take(8)
+            .find(|chunk| !matches!(chunk, Chunk::Control(_)))
+            .map_or(0, |chunk| chunk.bytes().len());
+        self.data_queued - going_out
     }
 
     /// Queues a control frame ahead of queued data frames (but behind other control frames and behind a frame that
@@ -293,5 +297,66 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection over a real loopback socket (nothing is written unless a test calls `write_pending`).
+    fn connection() -> (Connection, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let peer =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, addr) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("non-blocking");
+        let conn = Connection::new(
+            TcpStream::from_std(accepted),
+            ConnId::new(1, 0),
+            addr,
+            1 << 20,
+            Instant::now(),
+        );
+        (conn, peer)
+    }
+
+    #[test]
+    fn the_message_going_out_is_not_backlog_even_behind_a_pong() {
+        let (mut conn, _peer) = connection();
+        conn.push(Chunk::Owned(vec![0; 5 << 20]));
+        assert_eq!(conn.backlog(), 0);
+        conn.push_control(vec![0x8a, 0x00]);
+        assert!(
+            matches!(conn.out.front(), Some(Chunk::Control(_))),
+            "the pong goes first"
+        );
+        assert_eq!(
+            conn.backlog(),
+            0,
+            "the large message is still the one going out"
+        );
+        conn.push(Chunk::Owned(vec![0; 10]));
+        assert_eq!(conn.backlog(), 10);
+        assert_eq!(conn.control_queued(), 2);
+        assert_eq!(conn.buffered(), (5 << 20) + 12);
+    }
+
+    #[test]
+    fn discarding_keeps_control_frames_and_the_accounting_straight() {
+        let (mut conn, _peer) = connection();
+        conn.push_control(b"HTTP/1.1 101".to_vec());
+        conn.push(Chunk::Owned(vec![1; 100]));
+        conn.push(Chunk::Shared(Arc::new(vec![2; 50])));
+        conn.push_control(vec![0x8a, 0x00]);
+        assert_eq!(conn.discard_unsent(), 150);
+        assert_eq!(
+            (conn.buffered(), conn.backlog(), conn.control_queued()),
+            (14, 0, 14)
+        );
+        assert!(conn
+            .write_pending()
+            .expect("a loopback socket takes 14 bytes"));
+        assert_eq!(conn.buffered(), 0);
     }
 }
