@@ -200,7 +200,8 @@ impl Connection {
         self.buffered - (self.data_queued - data_written)
     }
 
-    /// Data bytes waiting behind the message being written: what the slow-reader limit is about. That message (the
+    /// Data bytes waiting behind the message being written, plus what their queue entries cost: what the
+    /// slow-reader limit is about. That message (the
     /// first data chunk, even with a pong queued ahead of it) is left out, so that one message larger than the
     /// limit can still go out to a reader that keeps up.
     pub fn backlog(&self) -> usize {
@@ -212,7 +213,8 @@ impl Connection {
             .take(8)
             .find(|chunk| !matches!(chunk, Chunk::Control(_)))
             .map_or(0, |chunk| chunk.bytes().len());
-        self.data_queued - going_out
+        // Each queued frame also costs its queue entry: counting it keeps a flood of empty frames bounded too.
+        self.data_queued - going_out + self.out.len() * std::mem::size_of::<Chunk>()
     }
 
     /// Queues a control frame ahead of queued data frames (but behind other control frames and behind a frame that
@@ -324,8 +326,9 @@ mod tests {
     #[test]
     fn the_message_going_out_is_not_backlog_even_behind_a_pong() {
         let (mut conn, _peer) = connection();
+        let entry = std::mem::size_of::<Chunk>();
         conn.push(Chunk::Owned(vec![0; 5 << 20]));
-        assert_eq!(conn.backlog(), 0);
+        assert_eq!(conn.backlog(), entry);
         conn.push_control(vec![0x8a, 0x00]);
         assert!(
             matches!(conn.out.front(), Some(Chunk::Control(_))),
@@ -333,11 +336,11 @@ mod tests {
         );
         assert_eq!(
             conn.backlog(),
-            0,
+            2 * entry,
             "the large message is still the one going out"
         );
         conn.push(Chunk::Owned(vec![0; 10]));
-        assert_eq!(conn.backlog(), 10);
+        assert_eq!(conn.backlog(), 10 + 3 * entry);
         assert_eq!(conn.control_queued(), 2);
         assert_eq!(conn.buffered(), (5 << 20) + 12);
     }
@@ -350,13 +353,24 @@ mod tests {
         conn.push(Chunk::Shared(Arc::new(vec![2; 50])));
         conn.push_control(vec![0x8a, 0x00]);
         assert_eq!(conn.discard_unsent(), 150);
+        let entry = std::mem::size_of::<Chunk>();
         assert_eq!(
             (conn.buffered(), conn.backlog(), conn.control_queued()),
-            (14, 0, 14)
+            (14, 2 * entry, 14)
         );
         assert!(conn
             .write_pending()
             .expect("a loopback socket takes 14 bytes"));
         assert_eq!(conn.buffered(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_empty_frames_counts_against_the_limit() {
+        let (mut conn, _peer) = connection();
+        for _ in 0..10_000 {
+            conn.push(Chunk::Shared(Arc::new(vec![0x82, 0x00])));
+        }
+        // 20,000 bytes of frames, but 10,000 queue entries: the limit sees what the queue really costs.
+        assert!(conn.backlog() >= 10_000 * std::mem::size_of::<Chunk>());
     }
 }
