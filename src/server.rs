@@ -193,8 +193,13 @@ impl Server {
             }
         }
         info!(
-            "stopped: {} accepted, {} handshakes, {} dropped as too slow, peak of {} bytes queued for one connection",
-            self.stats.accepted, self.stats.handshakes, self.stats.dropped_slow, self.stats.peak_buffered
+            "stopped: {} accepted, {} handshakes, {} dropped as too slow, {} closed at accept (max_pending), \
+             peak of {} bytes queued for one connection",
+            self.stats.accepted,
+            self.stats.handshakes,
+            self.stats.dropped_slow,
+            self.stats.shed,
+            self.stats.peak_buffered
         );
         Ok(())
     }

@@ -153,8 +153,7 @@ impl Server {
                         debug!("{} last frame sent; TCP write side shut down", conn.id);
                     }
                     Ok(false) if conn.is_open() && conn.backlog() > self.config.max_buffered => {
-                        self.overflow(handler, key);
-                        self.mark_dirty(key);
+                        self.overflow(handler, key); // queues the close frame and marks the connection dirty
                     }
                     Ok(_) => {}
                     Err(e) => {
