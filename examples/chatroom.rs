@@ -51,7 +51,7 @@ impl Handler for Chatroom {
         println!("+ {name} joined ({} online)", ws.count());
         let join = json!({"type": "join", "id": id.get(), "name": name, "users": ws.count()});
         self.names.insert(id, name);
-        ws.broadcast(Message::Text(&join.to_string()));
+        ws.broadcast(join.to_string());
     }
 
     /// A message from `id` (the PHP `send` callback runs for each *received* message).
@@ -78,14 +78,11 @@ impl Handler for Chatroom {
                 let error = format!(
                     "a nickname has 1 to {MAX_NICK} characters, none of them control characters"
                 );
-                return ws.send(
-                    id,
-                    Message::Text(&json!({"type": "error", "text": error}).to_string()),
-                );
+                return ws.send(id, json!({"type": "error", "text": error}).to_string());
             }
             None => json!({"type": "message", "id": id.get(), "name": name, "text": text}),
         };
-        ws.broadcast(Message::Text(&event.to_string()));
+        ws.broadcast(event.to_string());
     }
 
     /// Someone left, for whatever reason: tell the others.
@@ -95,7 +92,7 @@ impl Handler for Chatroom {
         };
         println!("- {name} left with code {code} ({} online)", ws.count());
         let leave = json!({"type": "leave", "id": id.get(), "name": name, "users": ws.count()});
-        ws.broadcast(Message::Text(&leave.to_string()));
+        ws.broadcast(leave.to_string());
     }
 }
 

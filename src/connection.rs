@@ -14,6 +14,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::error::{interrupted, would_block};
+use crate::frame::Head;
 use crate::message::{Assembler, Probe};
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
@@ -56,37 +57,88 @@ pub(crate) enum Closing {
     Done,
 }
 
-/// Bytes waiting to be written. Broadcasts share one encoded frame between all their receivers.
-pub(crate) enum Chunk {
-    /// A frame (or HTTP response) for this connection alone.
+/// The bytes of a queued chunk: this connection's alone, or shared (reference-counted) by every receiver of a
+/// broadcast.
+pub(crate) enum Bytes {
     Owned(Vec<u8>),
-    /// A frame encoded once and shared (reference-counted) by every receiver of a broadcast.
     Shared(Arc<Vec<u8>>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(v) => v,
+        }
+    }
+}
+
+/// One frame (or HTTP response) waiting to be written.
+///
+/// Usually `body` is the whole frame, encoded in one buffer. A large payload the application handed over is not
+/// copied behind a header: it is queued as it is, with its frame header in `head`, and both go out in one `writev`.
+pub(crate) struct Chunk {
+    head: Head,
+    body: Bytes,
     /// A control frame (or the `101` that opens the connection): never dropped, not counted against
-    /// `max_buffered`, and may go ahead of queued data frames, though never ahead of another `Control` chunk.
-    Control(Vec<u8>),
+    /// `max_buffered`, and may go ahead of queued data frames, though never ahead of another control chunk.
+    is_control: bool,
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Chunk::Owned(v) | Chunk::Control(v) => v,
-            Chunk::Shared(v) => v,
+    /// A data frame, or a header and the payload it goes before.
+    pub fn data(head: Head, body: Bytes) -> Chunk {
+        Chunk {
+            head,
+            body,
+            is_control: false,
+        }
+    }
+
+    /// A frame or response already encoded in one buffer.
+    pub fn owned(frame: Vec<u8>) -> Chunk {
+        Chunk::data(Head::NONE, Bytes::Owned(frame))
+    }
+
+    fn control(frame: Vec<u8>) -> Chunk {
+        Chunk {
+            is_control: true,
+            ..Chunk::owned(frame)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.as_bytes().len() + self.body.as_slice().len()
+    }
+
+    /// What is left to write from `pos` on: the rest of the header, then the rest of the body.
+    fn parts(&self, pos: usize) -> [&[u8]; 2] {
+        let (head, body) = (self.head.as_bytes(), self.body.as_slice());
+        if pos < head.len() {
+            [&head[pos..], body]
+        } else {
+            [&[], &body[pos - head.len()..]]
         }
     }
 }
 
 /// Linux's `IOV_MAX`: the most buffers one `writev` takes.
 const MAX_SLICES: usize = 1024;
-/// Up to this many queued chunks, the list of buffers for `writev` lives on the stack.
+/// Up to this many buffers, the list for `writev` lives on the stack.
 const STACK_SLICES: usize = 16;
 
-/// Points `slices` at the first `slices.len()` queued chunks, the first one from `pos` on.
-fn gather<'a>(out: &'a VecDeque<Chunk>, pos: usize, slices: &mut [IoSlice<'a>]) {
-    for (i, (slice, chunk)) in slices.iter_mut().zip(out).enumerate() {
-        let bytes = chunk.bytes();
-        *slice = IoSlice::new(if i == 0 { &bytes[pos..] } else { bytes });
+/// Points `slices` at what is queued, the first chunk from `pos` on, skipping empty parts. Returns how many it set.
+fn gather<'a>(out: &'a VecDeque<Chunk>, pos: usize, slices: &mut [IoSlice<'a>]) -> usize {
+    let parts = out
+        .iter()
+        .enumerate()
+        .flat_map(|(i, chunk)| chunk.parts(if i == 0 { pos } else { 0 }));
+    let mut count = 0;
+    for (slot, part) in slices.iter_mut().zip(parts.filter(|p| !p.is_empty())) {
+        *slot = IoSlice::new(part);
+        count += 1;
     }
+    count
 }
 
 /// One client connection, as the PHP version kept it in `$this->accept` and `$this->isHand`.
@@ -183,9 +235,9 @@ impl Connection {
 
     /// Queues a data frame (or an HTTP response) behind everything already queued.
     pub fn push(&mut self, chunk: Chunk) {
-        let len = chunk.bytes().len();
+        let len = chunk.len();
         self.buffered += len;
-        if !matches!(chunk, Chunk::Control(_)) {
+        if !chunk.is_control {
             self.data_queued += len;
         }
         self.out.push_back(chunk);
@@ -194,7 +246,7 @@ impl Connection {
     /// Bytes of control frames not yet written (pongs a peer asked for and has not read).
     pub fn control_queued(&self) -> usize {
         let data_written = match self.out.front() {
-            Some(Chunk::Owned(_) | Chunk::Shared(_)) => self.out_pos,
+            Some(chunk) if !chunk.is_control => self.out_pos,
             _ => 0,
         };
         self.buffered - (self.data_queued - data_written)
@@ -211,8 +263,8 @@ impl Connection {
             .out
             .iter()
             .take(8)
-            .find(|chunk| !matches!(chunk, Chunk::Control(_)))
-            .map_or(0, |chunk| chunk.bytes().len());
+            .find(|chunk| !chunk.is_control)
+            .map_or(0, Chunk::len);
         // Each queued frame also costs its queue entry: counting it keeps a flood of empty frames bounded too.
         self.data_queued - going_out + self.out.len() * std::mem::size_of::<Chunk>()
     }
@@ -221,12 +273,12 @@ impl Connection {
     /// is half written), so a pong is never stuck behind megabytes of data for a slow reader.
     pub fn push_control(&mut self, frame: Vec<u8>) {
         let mut at = usize::from(self.out_pos > 0);
-        while matches!(self.out.get(at), Some(Chunk::Control(_))) {
+        while self.out.get(at).is_some_and(|chunk| chunk.is_control) {
             at += 1;
         }
         self.buffered += frame.len();
         self.out
-            .insert(at.min(self.out.len()), Chunk::Control(frame));
+            .insert(at.min(self.out.len()), Chunk::control(frame));
     }
 
     /// Drops every queued data frame that has not started to go out; returns the bytes dropped.
@@ -236,17 +288,17 @@ impl Connection {
         let mut index = 0;
         let started = self.out_pos > 0;
         self.out.retain(|chunk| {
-            let keep = (index == 0 && started) || matches!(chunk, Chunk::Control(_));
+            let keep = (index == 0 && started) || chunk.is_control;
             index += 1;
             keep
         });
         self.data_queued = self
             .out
             .iter()
-            .filter(|c| !matches!(c, Chunk::Control(_)))
-            .map(|c| c.bytes().len())
+            .filter(|c| !c.is_control)
+            .map(Chunk::len)
             .sum();
-        let queued: usize = self.out.iter().map(|c| c.bytes().len()).sum();
+        let queued: usize = self.out.iter().map(Chunk::len).sum();
         self.buffered = queued - self.out_pos;
         before - self.buffered
     }
@@ -257,16 +309,17 @@ impl Connection {
     /// what is left stays queued, and the server calls this again on the next `WRITABLE` event.
     pub fn write_pending(&mut self) -> io::Result<bool> {
         while !self.out.is_empty() {
-            let count = self.out.len().min(MAX_SLICES);
-            let result = if count <= STACK_SLICES {
+            // Each chunk is one buffer, or two for a header and a payload kept apart.
+            let wanted = (2 * self.out.len()).min(MAX_SLICES);
+            let result = if wanted <= STACK_SLICES {
                 let mut slices = [IoSlice::new(&[]); STACK_SLICES];
-                gather(&self.out, self.out_pos, &mut slices[..count]);
+                let count = gather(&self.out, self.out_pos, &mut slices);
                 self.stream.write_vectored(&slices[..count])
             } else {
-                // A broadcast-heavy turn queues many small frames: one writev takes them all, not 64 at a time.
-                let mut slices = vec![IoSlice::new(&[]); count];
-                gather(&self.out, self.out_pos, &mut slices);
-                self.stream.write_vectored(&slices)
+                // A broadcast-heavy turn queues many small frames: one writev takes them all, not 16 at a time.
+                let mut slices = vec![IoSlice::new(&[]); wanted];
+                let count = gather(&self.out, self.out_pos, &mut slices);
+                self.stream.write_vectored(&slices[..count])
             };
             let written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -286,7 +339,7 @@ impl Connection {
     fn advance(&mut self, mut written: usize) {
         self.buffered -= written;
         while let Some(front) = self.out.front() {
-            let left = front.bytes().len() - self.out_pos;
+            let left = front.len() - self.out_pos;
             if written < left {
                 self.out_pos += written;
                 return;
@@ -294,8 +347,8 @@ impl Connection {
             written -= left;
             self.out_pos = 0;
             if let Some(done) = self.out.pop_front() {
-                if !matches!(done, Chunk::Control(_)) {
-                    self.data_queued -= done.bytes().len();
+                if !done.is_control {
+                    self.data_queued -= done.len();
                 }
             }
         }
@@ -327,11 +380,11 @@ mod tests {
     fn the_message_going_out_is_not_backlog_even_behind_a_pong() {
         let (mut conn, _peer) = connection();
         let entry = std::mem::size_of::<Chunk>();
-        conn.push(Chunk::Owned(vec![0; 5 << 20]));
+        conn.push(Chunk::owned(vec![0; 5 << 20]));
         assert_eq!(conn.backlog(), entry);
         conn.push_control(vec![0x8a, 0x00]);
         assert!(
-            matches!(conn.out.front(), Some(Chunk::Control(_))),
+            conn.out.front().is_some_and(|c| c.is_control),
             "the pong goes first"
         );
         assert_eq!(
@@ -339,7 +392,7 @@ mod tests {
             2 * entry,
             "the large message is still the one going out"
         );
-        conn.push(Chunk::Owned(vec![0; 10]));
+        conn.push(Chunk::owned(vec![0; 10]));
         assert_eq!(conn.backlog(), 10 + 3 * entry);
         assert_eq!(conn.control_queued(), 2);
         assert_eq!(conn.buffered(), (5 << 20) + 12);
@@ -349,8 +402,11 @@ mod tests {
     fn discarding_keeps_control_frames_and_the_accounting_straight() {
         let (mut conn, _peer) = connection();
         conn.push_control(b"HTTP/1.1 101".to_vec());
-        conn.push(Chunk::Owned(vec![1; 100]));
-        conn.push(Chunk::Shared(Arc::new(vec![2; 50])));
+        conn.push(Chunk::owned(vec![1; 100]));
+        conn.push(Chunk::data(
+            Head::NONE,
+            Bytes::Shared(Arc::new(vec![2; 50])),
+        ));
         conn.push_control(vec![0x8a, 0x00]);
         assert_eq!(conn.discard_unsent(), 150);
         let entry = std::mem::size_of::<Chunk>();
@@ -368,9 +424,60 @@ mod tests {
     fn a_flood_of_empty_frames_counts_against_the_limit() {
         let (mut conn, _peer) = connection();
         for _ in 0..10_000 {
-            conn.push(Chunk::Shared(Arc::new(vec![0x82, 0x00])));
+            conn.push(Chunk::data(
+                Head::NONE,
+                Bytes::Shared(Arc::new(vec![0x82, 0x00])),
+            ));
         }
         // 20,000 bytes of frames, but 10,000 queue entries: the limit sees what the queue really costs.
         assert!(conn.backlog() >= 10_000 * std::mem::size_of::<Chunk>());
+    }
+
+    #[test]
+    fn a_header_and_a_payload_kept_apart_arrive_as_one_frame_in_order() {
+        use crate::frame::OpCode;
+        use std::io::Read;
+        let (mut conn, mut peer) = connection();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        // Larger than the socket buffers, so the writes are partial and resume inside the header-payload pair.
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let shared = Arc::new(vec![0xab; 70_000]);
+        conn.push(Chunk::owned(vec![0x81, 0x02, b'h', b'i']));
+        conn.push(Chunk::data(
+            Head::new(true, OpCode::Binary, payload.len()),
+            Bytes::Owned(payload.clone()),
+        ));
+        conn.push(Chunk::data(
+            Head::new(true, OpCode::Binary, shared.len()),
+            Bytes::Shared(shared.clone()),
+        ));
+        conn.push_control(vec![0x8a, 0x00]);
+        let total = conn.buffered();
+        assert_eq!(total, 4 + 10 + payload.len() + 10 + shared.len() + 2);
+        let mut received = Vec::with_capacity(total);
+        let mut buf = vec![0; 1 << 16];
+        for _ in 0..100_000 {
+            if conn.buffered() > 0 {
+                conn.write_pending().expect("write");
+            }
+            if received.len() == total {
+                break;
+            }
+            let n = peer.read(&mut buf).expect("read");
+            assert!(n > 0, "the socket closed early");
+            received.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(conn.buffered(), 0);
+        // Nothing had started to go out when the pong was queued, so it goes first.
+        let mut expected = vec![0x8a, 0x00, 0x81, 0x02, b'h', b'i'];
+        expected.extend_from_slice(Head::new(true, OpCode::Binary, payload.len()).as_bytes());
+        expected.extend_from_slice(&payload);
+        expected.extend_from_slice(Head::new(true, OpCode::Binary, shared.len()).as_bytes());
+        expected.extend_from_slice(&shared);
+        assert!(
+            received == expected,
+            "the bytes differ from the frames queued"
+        );
     }
 }

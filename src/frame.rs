@@ -47,6 +47,11 @@ pub const LEN64_MARKER: u8 = 127;
 /// The longest header: 2 bytes, an 8-byte length and a 4-byte masking key.
 pub const MAX_HEADER_LEN: usize = 14;
 
+/// A payload the application hands over ([`crate::Outgoing`]) of at least this many bytes is written from its own
+/// buffer, its header beside it in one `writev`, instead of being copied behind the header. Below it, copying the
+/// payload costs less than one more buffer for the kernel to walk.
+pub const WRITEV_MIN: usize = 1024;
+
 const FIN: u8 = 0x80;
 const RSV: u8 = 0x70;
 const OPCODE: u8 = 0x0f;
@@ -321,6 +326,68 @@ pub fn header_len(payload_len: usize, masked: bool) -> usize {
     2 + len_bytes + if masked { 4 } else { 0 }
 }
 
+/// A frame header on its own, for a payload written from where it already is (one `writev` of the header and the
+/// payload) instead of being copied behind it.
+///
+/// ```
+/// use wsloop::frame::{Head, OpCode};
+/// assert_eq!(Head::new(true, OpCode::Binary, 300).as_bytes(), [0x82, 126, 0x01, 0x2c]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    bytes: [u8; MAX_HEADER_LEN],
+    len: u8,
+}
+
+impl Head {
+    /// No header at all: what goes before bytes that are already a whole frame (or an HTTP response).
+    pub const NONE: Head = Head {
+        bytes: [0; MAX_HEADER_LEN],
+        len: 0,
+    };
+
+    /// The header of an unmasked (server to client) frame carrying `payload_len` bytes.
+    pub fn new(fin: bool, opcode: OpCode, payload_len: usize) -> Head {
+        Head::build(fin, opcode, payload_len, None)
+    }
+
+    fn build(fin: bool, opcode: OpCode, payload_len: usize, masking_key: Option<[u8; 4]>) -> Head {
+        let mut head = [0u8; MAX_HEADER_LEN];
+        head[0] = if fin { FIN } else { 0 } | opcode.as_u8();
+        let mask_bit = if masking_key.is_some() { MASK } else { 0 };
+        // §5.2: the minimal number of bytes MUST be used to encode the length.
+        let mut n = match payload_len {
+            0..=125 => {
+                head[1] = mask_bit | payload_len as u8;
+                2
+            }
+            126..=0xffff => {
+                head[1] = mask_bit | LEN16_MARKER;
+                head[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                head[1] = mask_bit | LEN64_MARKER;
+                head[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+                10
+            }
+        };
+        if let Some(key) = masking_key {
+            head[n..n + 4].copy_from_slice(&key);
+            n += 4;
+        }
+        Head {
+            bytes: head,
+            len: n as u8,
+        }
+    }
+
+    /// The header's bytes: 2 to 10 for an unmasked frame, none for [`Head::NONE`].
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 fn put_header(
     out: &mut Vec<u8>,
     fin: bool,
@@ -328,31 +395,7 @@ fn put_header(
     payload_len: usize,
     masking_key: Option<[u8; 4]>,
 ) {
-    let mut head = [0u8; MAX_HEADER_LEN];
-    head[0] = if fin { FIN } else { 0 } | opcode.as_u8();
-    let mask_bit = if masking_key.is_some() { MASK } else { 0 };
-    // §5.2: the minimal number of bytes MUST be used to encode the length.
-    let mut n = match payload_len {
-        0..=125 => {
-            head[1] = mask_bit | payload_len as u8;
-            2
-        }
-        126..=0xffff => {
-            head[1] = mask_bit | LEN16_MARKER;
-            head[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
-            4
-        }
-        _ => {
-            head[1] = mask_bit | LEN64_MARKER;
-            head[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
-            10
-        }
-    };
-    if let Some(key) = masking_key {
-        head[n..n + 4].copy_from_slice(&key);
-        n += 4;
-    }
-    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(Head::build(fin, opcode, payload_len, masking_key).as_bytes());
 }
 
 /// Appends an unmasked frame (server to client, §5.1: a server MUST NOT mask) to `out`.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use crate::connection::{ConnId, Connection};
-use crate::frame;
+use crate::frame::{self, Head, OpCode};
 use crate::handshake::{HttpResponse, Request};
 use crate::message::Message;
 use crate::server::Stats;
@@ -49,10 +49,78 @@ pub trait Handler {
     }
 }
 
-/// What a callback asked for, carried out by the loop after the callback returns.
+/// A message to send: borrowed, or owned and handed over.
+///
+/// A borrowed message ([`Message`], `&str`, `&[u8]`) is copied into the queue behind its frame header. An owned one
+/// (`String`, `Vec<u8>`) of at least [`frame::WRITEV_MIN`] bytes is not copied at all: it is queued as it is and
+/// written from its own buffer, its header beside it in the same `writev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing<'a> {
+    /// A message borrowed from the caller: copied.
+    Message(Message<'a>),
+    /// An owned text message: handed over.
+    Text(String),
+    /// An owned binary message: handed over.
+    Binary(Vec<u8>),
+}
+
+impl Outgoing<'_> {
+    /// The frame header and the bytes that follow it: a separate header and the payload itself for a large owned
+    /// payload, otherwise no header and the whole frame encoded in one buffer.
+    fn into_frame(self) -> (Head, Vec<u8>) {
+        let (opcode, payload) = match self {
+            Outgoing::Text(text) => (OpCode::Text, text.into_bytes()),
+            Outgoing::Binary(bytes) => (OpCode::Binary, bytes),
+            Outgoing::Message(msg) => {
+                let mut frame = Vec::new();
+                frame::encode(&mut frame, true, msg.opcode(), msg.as_bytes());
+                return (Head::NONE, frame);
+            }
+        };
+        if payload.len() >= frame::WRITEV_MIN {
+            return (Head::new(true, opcode, payload.len()), payload);
+        }
+        let mut frame = Vec::new();
+        frame::encode(&mut frame, true, opcode, &payload);
+        (Head::NONE, frame)
+    }
+}
+
+impl<'a> From<Message<'a>> for Outgoing<'a> {
+    fn from(msg: Message<'a>) -> Outgoing<'a> {
+        Outgoing::Message(msg)
+    }
+}
+
+impl<'a> From<&'a str> for Outgoing<'a> {
+    fn from(text: &'a str) -> Outgoing<'a> {
+        Outgoing::Message(Message::Text(text))
+    }
+}
+
+impl<'a> From<&'a [u8]> for Outgoing<'a> {
+    fn from(bytes: &'a [u8]) -> Outgoing<'a> {
+        Outgoing::Message(Message::Binary(bytes))
+    }
+}
+
+impl From<String> for Outgoing<'_> {
+    fn from(text: String) -> Self {
+        Outgoing::Text(text)
+    }
+}
+
+impl From<Vec<u8>> for Outgoing<'_> {
+    fn from(bytes: Vec<u8>) -> Self {
+        Outgoing::Binary(bytes)
+    }
+}
+
+/// What a callback asked for, carried out by the loop after the callback returns. A frame is a header (none if
+/// the bytes are a whole frame) and the bytes that follow it.
 pub(crate) enum Action {
-    Send(ConnId, Vec<u8>),
-    Broadcast(Arc<Vec<u8>>),
+    Send(ConnId, Head, Vec<u8>),
+    Broadcast(Head, Arc<Vec<u8>>),
     Close(ConnId, u16, String),
 }
 
@@ -80,18 +148,19 @@ impl<'a> Handle<'a> {
     }
 
     /// Sends a message to one connection. Ignored if that connection is gone or closing.
-    pub fn send(&mut self, id: ConnId, msg: Message<'_>) {
-        let mut frame = Vec::new();
-        frame::encode(&mut frame, true, msg.opcode(), msg.as_bytes());
-        self.actions.push(Action::Send(id, frame));
+    ///
+    /// `msg` is a received [`Message`], a `&str` or `&[u8]` (copied), or a `String` or `Vec<u8>` (handed over; see
+    /// [`Outgoing`]).
+    pub fn send<'m>(&mut self, id: ConnId, msg: impl Into<Outgoing<'m>>) {
+        let (head, bytes) = msg.into().into_frame();
+        self.actions.push(Action::Send(id, head, bytes));
     }
 
-    /// Sends a message to every handshaked connection, the sender included. The frame is encoded once and its
-    /// bytes are shared by all receivers.
-    pub fn broadcast(&mut self, msg: Message<'_>) {
-        let mut frame = Vec::new();
-        frame::encode(&mut frame, true, msg.opcode(), msg.as_bytes());
-        self.actions.push(Action::Broadcast(Arc::new(frame)));
+    /// Sends a message to every handshaked connection, the sender included. The frame is made once and its bytes
+    /// are shared by all receivers.
+    pub fn broadcast<'m>(&mut self, msg: impl Into<Outgoing<'m>>) {
+        let (head, bytes) = msg.into().into_frame();
+        self.actions.push(Action::Broadcast(head, Arc::new(bytes)));
     }
 
     /// Starts the closing handshake with `code` (RFC 6455 §7.4) and a short `reason` (cut to 123 bytes). A code

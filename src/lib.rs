@@ -57,7 +57,7 @@ mod server;
 
 pub use connection::ConnId;
 pub use error::{close_code, Error, FrameError, HandshakeError};
-pub use handler::{Handle, Handler};
+pub use handler::{Handle, Handler, Outgoing};
 pub use message::Message;
 pub use server::{Config, Server, Stats, StopHandle, LISTENER, WAKER};
 

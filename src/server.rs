@@ -551,7 +551,7 @@ impl Server {
     /// Queues a last HTTP response; the connection closes once it is written.
     fn finish_http(&mut self, key: usize, response: Vec<u8>) {
         let conn = &mut self.conns[key];
-        conn.push(Chunk::Owned(response));
+        conn.push(Chunk::owned(response));
         conn.closing = Some(Closing::Done);
         self.arm(key, self.now + self.config.close_timeout);
         self.mark_dirty(key);

@@ -155,3 +155,54 @@ fn stop_sends_1001_to_every_client() {
     }
     stopper.join().unwrap();
 }
+
+/// Replies with an owned copy of each message, then broadcasts another owned copy: the path on which a payload the
+/// application hands over is written from its own buffer, never copied behind its header.
+struct HandOver;
+
+impl wsloop::Handler for HandOver {
+    fn send(&mut self, ws: &mut wsloop::Handle<'_>, id: wsloop::ConnId, msg: wsloop::Message<'_>) {
+        match msg {
+            wsloop::Message::Text(text) => {
+                ws.send(id, text.to_string());
+                ws.broadcast(text.to_uppercase());
+            }
+            wsloop::Message::Binary(bytes) => {
+                ws.send(id, bytes.to_vec());
+                ws.broadcast(bytes.iter().map(|b| b ^ 0xff).collect::<Vec<u8>>());
+            }
+        }
+    }
+}
+
+#[test]
+fn owned_messages_handed_over_arrive_whole_on_either_side_of_the_writev_threshold() {
+    let server = common::start(wsloop::Config::default(), HandOver);
+    let mut sender = client(server.addr);
+    let mut other = client(server.addr);
+    let min = wsloop::frame::WRITEV_MIN;
+    for len in [0, 1, min - 1, min, min + 1, 65_536, 3 << 20] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let flipped: Vec<u8> = bytes.iter().map(|b| b ^ 0xff).collect();
+        sender.send(Message::binary(bytes.clone())).unwrap();
+        assert_eq!(
+            sender.read().unwrap(),
+            Message::binary(bytes),
+            "echo of {len} bytes"
+        );
+        assert_eq!(sender.read().unwrap(), Message::binary(flipped.clone()));
+        assert_eq!(
+            other.read().unwrap(),
+            Message::binary(flipped),
+            "broadcast of {len} bytes"
+        );
+
+        // Exactly `len` bytes of text, two-byte characters in it.
+        let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+        sender.send(Message::text(text.clone())).unwrap();
+        assert_eq!(sender.read().unwrap(), Message::text(text.clone()));
+        assert_eq!(sender.read().unwrap(), Message::text(text.to_uppercase()));
+        assert_eq!(other.read().unwrap(), Message::text(text.to_uppercase()));
+    }
+    server.stop();
+}

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use log::{debug, trace, warn};
 
 use super::Server;
-use crate::connection::{Chunk, Closing, ConnId};
+use crate::connection::{Bytes, Chunk, Closing, ConnId};
 use crate::error::close_code;
-use crate::frame::{self, Limits, OpCode};
+use crate::frame::{self, Head, Limits, OpCode};
 use crate::handler::{Action, Handler};
 use crate::Status;
 
@@ -33,7 +33,7 @@ impl Server {
         frame::encode(&mut close, true, OpCode::Close, &payload);
         let conn = &mut self.conns[key];
         trace_frame(conn.id, ">", &close);
-        conn.push(Chunk::Owned(close));
+        conn.push(Chunk::owned(close));
         self.mark_dirty(key);
     }
 
@@ -49,13 +49,13 @@ impl Server {
             let mut batch = mem::replace(&mut self.actions, mem::take(&mut self.spare_actions));
             for action in batch.drain(..) {
                 match action {
-                    Action::Send(id, frame) => {
+                    Action::Send(id, head, bytes) => {
                         if let Some(key) = self.open_key(id) {
-                            trace_frame(id, ">", &frame);
-                            self.queue_data(key, Chunk::Owned(frame));
+                            trace_frame(id, ">", first(&head, &bytes));
+                            self.queue_data(key, Chunk::data(head, Bytes::Owned(bytes)));
                         }
                     }
-                    Action::Broadcast(frame) => self.broadcast(frame),
+                    Action::Broadcast(head, bytes) => self.broadcast(head, bytes),
                     Action::Close(id, code, reason) => {
                         if let Some(key) = self.open_key(id) {
                             let code = if crate::message::is_valid_close_code(code) {
@@ -75,14 +75,14 @@ impl Server {
         self.is_applying = false;
     }
 
-    /// Queues one shared frame for every open connection: encoded once, its bytes shared by every queue.
-    pub(super) fn broadcast(&mut self, frame: Arc<Vec<u8>>) {
+    /// Queues one shared frame for every open connection: made once, its bytes shared by every queue.
+    pub(super) fn broadcast(&mut self, head: Head, bytes: Arc<Vec<u8>>) {
         if log::log_enabled!(log::Level::Trace) {
             trace!("broadcast to {} connections:", self.users);
-            trace_frame(ConnId::new(0, 0), ">", &frame);
+            trace_frame(ConnId::new(0, 0), ">", first(&head, &bytes));
         }
         for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
-            conn.push(Chunk::Shared(frame.clone()));
+            conn.push(Chunk::data(head, Bytes::Shared(bytes.clone())));
             self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
             if !conn.is_dirty {
                 conn.is_dirty = true;
@@ -194,6 +194,15 @@ pub(super) fn trace_frame(id: ConnId, direction: &str, bytes: &[u8]) {
         if let Ok(Status::Complete(header)) = frame::decode_header(bytes, &any) {
             trace!("{id} {direction} {header}");
         }
+    }
+}
+
+/// Where a frame starts: its separate header, or the bytes if they are the whole frame.
+fn first<'a>(head: &'a Head, bytes: &'a [u8]) -> &'a [u8] {
+    if head.as_bytes().is_empty() {
+        bytes
+    } else {
+        head.as_bytes()
     }
 }
 
