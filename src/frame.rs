@@ -287,17 +287,31 @@ const WIDE_ALIGN: usize = 32;
 /// however many bytes each step has done, so it stays in phase from one to the next.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], masking_key: [u8; 4], offset: usize) {
-    let mut key = masking_key;
-    key.rotate_left(offset % 4);
+    let key = rotate(masking_key, offset);
     // Building the 64-byte key costs about as much as masking a short payload word by word; only long ones pay.
     if buf.len() < WIDE_MASK_FROM {
-        return mask_words(buf, key);
+        mask_words(buf, key);
+    } else {
+        mask_long(buf, key);
     }
+}
+
+/// The key as it stands `offset` bytes into its cycle.
+#[inline]
+fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
+    u32::from_be_bytes(key)
+        .rotate_left(8 * (offset % 4) as u32)
+        .to_be_bytes()
+}
+
+/// Word by word up to the first 32-byte boundary, then 64 bytes a step. Kept out of line: a short payload's path
+/// through [`apply_mask`] stays small enough to inline into the decoder.
+#[inline(never)]
+fn mask_long(buf: &mut [u8], key: [u8; 4]) {
     let lead = buf.as_ptr().align_offset(WIDE_ALIGN).min(buf.len());
     let (head, body) = buf.split_at_mut(lead);
     mask_words(head, key);
-    key.rotate_left(lead % 4);
-    mask_wide(body, key);
+    mask_wide(body, rotate(key, lead));
 }
 
 /// 8 bytes at a time as one 64-bit word, then byte by byte.
