@@ -168,6 +168,8 @@ pub(crate) struct Connection {
     pub deadline: Option<Instant>,
     /// When the peer last sent anything.
     pub last_seen: Instant,
+    /// When the first byte of a message that has not fully arrived came in (`Config::message_timeout`).
+    pub message_since: Option<Instant>,
     /// A ping went out for idleness and no frame has come back since.
     pub is_awaiting_pong: bool,
     /// Queued in the server's list of connections to flush.
@@ -202,6 +204,7 @@ impl Connection {
             probe: Probe::default(),
             deadline: None,
             last_seen: now,
+            message_since: None,
             is_awaiting_pong: false,
             is_dirty: false,
             out: VecDeque::new(),

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 /// Close codes the server sends (RFC 6455 §7.4.1).
 pub mod close_code {
@@ -24,7 +25,7 @@ pub mod close_code {
     pub const ABNORMAL: u16 = 1006;
     /// 1007: a text message that is not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// 1008: a policy violation (here: a receiver too slow to keep up).
+    /// 1008: a policy violation (here: a receiver too slow to keep up, or a message too slow to arrive).
     pub const POLICY_VIOLATION: u16 = 1008;
     /// 1009: a message larger than the server accepts.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -66,6 +67,8 @@ pub enum FrameError {
     },
     /// The application refuses this data type (the chatroom refuses binary messages).
     Unsupported,
+    /// A message was still incomplete this long after its first byte arrived (`Config::message_timeout`).
+    MessageTimeout(Duration),
 }
 
 impl FrameError {
@@ -75,6 +78,7 @@ impl FrameError {
             FrameError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
             FrameError::MessageTooBig { .. } => close_code::MESSAGE_TOO_BIG,
             FrameError::Unsupported => close_code::UNSUPPORTED_DATA,
+            FrameError::MessageTimeout(_) => close_code::POLICY_VIOLATION,
             _ => close_code::PROTOCOL_ERROR,
         }
     }
@@ -136,6 +140,9 @@ impl fmt::Display for FrameError {
                 )
             }
             FrameError::Unsupported => write!(f, "the application does not accept this data type"),
+            FrameError::MessageTimeout(limit) => {
+                write!(f, "message still incomplete {limit:?} after its first byte")
+            }
         }
     }
 }

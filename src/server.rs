@@ -345,7 +345,27 @@ impl Server {
             }
             conn.read_buf = joined;
         }
+        self.watch_message(key);
         true
+    }
+
+    /// Starts the message timeout when a message is left partly here (each complete message resets it).
+    fn watch_message(&mut self, key: usize) {
+        let (Some(limit), Some(conn)) = (self.config.message_timeout, self.conns.get_mut(key))
+        else {
+            return;
+        };
+        let is_partial =
+            conn.is_open() && (!conn.read_buf.is_empty() || conn.assembler.is_in_message());
+        if !is_partial {
+            conn.message_since = None;
+        } else if conn.message_since.is_none() {
+            conn.message_since = Some(self.now);
+            let due = self.now + limit;
+            if conn.deadline.is_none_or(|at| due < at) {
+                self.arm(key, due);
+            }
+        }
     }
 
     /// Mirrors `decode()` in the PHP chatroom, and the `isHand` branch before it: decodes what `input` holds
@@ -408,6 +428,7 @@ impl Server {
             // After our close frame, data that still arrives is dropped (§7.1.2).
             Event::Message(_) | Event::Ping(_) if conn.closing.is_some() => {}
             Event::Message(msg) => {
+                conn.message_since = None;
                 handler.send(
                     &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
                     id,

@@ -840,3 +840,93 @@ fn max_pending_closes_connections_past_the_limit_of_unfinished_handshakes() {
     }
     common::still_serves(server.addr);
 }
+
+/// Sends `bytes` one at a time, `gap` apart, until they run out or the server stops taking them.
+fn trickle(mut stream: TcpStream, bytes: Vec<u8>, gap: Duration) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for byte in bytes {
+            thread::sleep(gap);
+            if stream.write_all(&[byte]).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn message_timeout_closes_a_peer_that_trickles_a_frame_or_its_fragments_with_1008() {
+    let config = Config {
+        message_timeout: Some(SHORT),
+        ..Config::default()
+    };
+    let server = start(config, Echo);
+    let gap = Duration::from_millis(40);
+
+    // One large frame: the header and a few bytes, then a byte every 40 ms (never idle, never done).
+    let mut frame_peer = handshaken(server.addr);
+    let frame = masked(true, OpCode::Binary, &[7u8; 1000]);
+    frame_peer.write_all(&frame[..20]).unwrap();
+    let frame_writer = trickle(frame_peer.try_clone().unwrap(), frame[20..50].to_vec(), gap);
+
+    // A fragmented message whose one-byte fragments keep coming and never end.
+    let mut fragment_peer = handshaken(server.addr);
+    fragment_peer
+        .write_all(&masked(false, OpCode::Text, b"start"))
+        .unwrap();
+    let fragments: Vec<u8> = (0..25)
+        .flat_map(|_| masked(false, OpCode::Continuation, b"x"))
+        .collect();
+    let fragment_writer = trickle(fragment_peer.try_clone().unwrap(), fragments, gap / 8);
+
+    let started = Instant::now();
+    for peer in [&mut frame_peer, &mut fragment_peer] {
+        peer.set_read_timeout(Some(TIMEOUT)).unwrap();
+        assert_eq!(read_close(peer), Some(1008));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= SHORT - Duration::from_millis(50),
+        "closed after {took:?}, before the message timeout of {SHORT:?}"
+    );
+    frame_writer.join().unwrap();
+    fragment_writer.join().unwrap();
+    drop((frame_peer, fragment_peer));
+    still_serves(server.addr);
+    server.stop();
+}
+
+#[test]
+fn message_timeout_counts_from_each_message_not_from_the_first() {
+    let config = Config {
+        message_timeout: Some(SHORT),
+        ..Config::default()
+    };
+    let server = start(config, Echo);
+    let mut ws = handshaken(server.addr);
+    // Each write finishes one message and starts the next, so a message is always partly here, for about three
+    // times the timeout in all; no single message takes longer than 60 ms.
+    let frames: Vec<Vec<u8>> = (0..16)
+        .map(|i| masked(true, OpCode::Text, format!("message {i}").as_bytes()))
+        .collect();
+    ws.write_all(&frames[0][..4]).unwrap();
+    let started = Instant::now();
+    for (i, frame) in frames.iter().enumerate() {
+        thread::sleep(Duration::from_millis(60));
+        let mut write = frame[4..].to_vec();
+        if let Some(next) = frames.get(i + 1) {
+            write.extend_from_slice(&next[..4]);
+        }
+        ws.write_all(&write).unwrap();
+    }
+    assert!(started.elapsed() > 2 * SHORT);
+    ws.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for i in 0..16 {
+        let (fin, opcode, payload) = read_frame(&mut ws).unwrap();
+        assert_eq!(
+            (fin, opcode, payload),
+            (true, OpCode::Text, format!("message {i}").into_bytes())
+        );
+    }
+    drop(ws);
+    server.stop();
+}

@@ -26,6 +26,10 @@ pub struct Config {
     /// After this long without a frame from the peer, the server pings it; after as long again, it drops it.
     /// `None` turns heartbeats off.
     pub idle_timeout: Option<Duration>,
+    /// A message (every frame of it) must arrive within this long of its first byte; a peer still sending one
+    /// then gets close 1008. Without it, a peer could hold up to `max_message` bytes of the server's memory for as
+    /// long as it liked by sending one more byte now and then. `None` turns it off.
+    pub message_timeout: Option<Duration>,
     /// How long a closing connection may take to finish the closing handshake before its socket is dropped.
     pub close_timeout: Duration,
     /// Connections that have not completed their handshake (or are closing) at most; a connection accepted past it
@@ -48,6 +52,7 @@ impl Default for Config {
             max_buffered: 4 << 20,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(30)),
+            message_timeout: Some(Duration::from_secs(60)),
             close_timeout: Duration::from_secs(5),
             max_pending: 1024,
             backlog: 1024,

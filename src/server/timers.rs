@@ -11,9 +11,10 @@ use log::{debug, info};
 
 use super::outbound::trace_frame;
 use super::Server;
-use crate::error::close_code;
+use crate::error::{close_code, FrameError};
 use crate::frame::{self, OpCode};
 use crate::handler::Handler;
+use crate::message::Assembler;
 
 impl Server {
     /// Timers: a slowloris that never finishes its handshake, an idle peer to ping, a close that never completes.
@@ -31,12 +32,29 @@ impl Server {
             debug!("{id} closing handshake timed out");
             return self.close(handler, key, close_code::ABNORMAL);
         }
+        let message_due = conn.message_since.zip(self.config.message_timeout);
+        if let Some((since, limit)) =
+            message_due.filter(|&(since, limit)| since + limit <= self.now)
+        {
+            // What has arrived of the message is dropped at once; the peer gets 1008 and the close timeout.
+            debug!("{id} began a message {:?} ago", self.now - since);
+            conn.read_buf = Vec::new();
+            conn.assembler = Assembler::new(self.config.max_message);
+            conn.message_since = None;
+            return self.fail(handler, key, FrameError::MessageTimeout(limit));
+        }
+        let message_due = message_due.map(|(since, limit)| since + limit);
         let Some(idle) = self.config.idle_timeout else {
+            if let Some(due) = message_due {
+                self.arm(key, due);
+            }
             return;
         };
+        // The next deadline is the nearer of the idle timer's and the message timeout's.
+        let next = |at: Instant| message_due.map_or(at, |due| due.min(at));
         let quiet_until = conn.last_seen + idle;
         if quiet_until > self.now {
-            self.arm(key, quiet_until);
+            self.arm(key, next(quiet_until));
         } else if conn.is_awaiting_pong {
             info!("{id} answered no ping in {idle:?}; dropping it");
             self.close(handler, key, close_code::ABNORMAL);
@@ -46,7 +64,7 @@ impl Server {
             trace_frame(id, ">", &ping);
             conn.push_control(ping);
             conn.is_awaiting_pong = true;
-            self.arm(key, self.now + idle);
+            self.arm(key, next(self.now + idle));
             self.mark_dirty(key);
         }
     }
