@@ -3,8 +3,8 @@
 # tokio-tungstenite and fastwebsockets (peers/src/bin), all driven by one load generator
 # (peers/src/bin/loadgen.rs), several runs each, medians and wsloop/peer ratios at the end.
 #
-#   scripts/load.sh                    # echo, broadcast and idle memory: about ten minutes
-#   scripts/load.sh --only echo        # one part: echo, broadcast or idle
+#   scripts/load.sh                    # echo, broadcast, chat and idle memory: about eleven minutes
+#   scripts/load.sh --only echo        # one part: echo, broadcast, chat or idle
 #   scripts/load.sh --runs 5 --secs 10 # more and longer runs (defaults: 3 runs of 5 s, after 1 s warm-up)
 #   scripts/load.sh --quick            # CI: one 2 s echo run against wsloop only; non-zero on any error
 #
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
         --secs) SECS=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
-        *) echo "usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only echo|broadcast|idle] [--idle-conns N]" >&2
+        *) echo "usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only echo|broadcast|chat|idle] [--idle-conns N]" >&2
            exit 2 ;;
     esac
     shift
@@ -48,6 +48,7 @@ trap cleanup EXIT
 LOADGEN=$PEERS/target/release/loadgen
 WSLOOP_ECHO=$ROOT/target/release/examples/echo
 WSLOOP_BROADCAST=$ROOT/target/release/examples/broadcast
+WSLOOP_CHATROOM=$ROOT/target/release/examples/chatroom
 
 echo "== building (release)"
 if [ "$QUICK" = 1 ]; then
@@ -56,6 +57,7 @@ if [ "$QUICK" = 1 ]; then
 else
     examples=(--example echo)
     [ -f "$ROOT/examples/broadcast.rs" ] && examples+=(--example broadcast)
+    examples+=(--example chatroom)
     (cd "$ROOT" && nice cargo build --release --quiet "${examples[@]}")
     (cd "$PEERS" && nice cargo build --release --quiet --bins)
 fi
@@ -67,6 +69,7 @@ start_server() {
     case $name/$mode in
         wsloop/echo) cmd=("$WSLOOP_ECHO" --host 127.0.0.1 --port "$PORT" --max-users 100000) ;;
         wsloop/broadcast) cmd=("$WSLOOP_BROADCAST" --host 127.0.0.1 --port "$PORT" --max-users 100000) ;;
+        wsloop/chat) cmd=("$WSLOOP_CHATROOM" --host 127.0.0.1 --port "$PORT" --max-users 2000) ;;
         *) cmd=("$PEERS/target/release/$name-echo" --port "$PORT" --mode "$mode") ;;
     esac
     # Each server may hold 10,000+ sockets: soft open-files limit up to the hard one (raising the
@@ -152,6 +155,17 @@ if [ "$ONLY" = all ] || [ "$ONLY" = broadcast ]; then
     fi
 fi
 
+if [ "$ONLY" = all ] || [ "$ONLY" = chat ]; then
+    # The chatroom example itself (JSON, nicknames): no peer has one, so this row is wsloop's alone.
+    echo "== chat: the chatroom with 1000 users and one sender; $RUNS runs of ${SECS}s"
+    start_server wsloop chat
+    for _ in $(seq "$RUNS"); do
+        run_loadgen "chat 1000x20 wsloop" chat --port "$PORT" --conns 1000 --size 20 \
+            --secs "$SECS" --warmup "$WARMUP" --server-pid "$PID"
+    done
+    stop_server "$PID"
+fi
+
 if [ "$ONLY" = all ] || [ "$ONLY" = idle ]; then
     echo "== idle: server memory for $IDLE_CONNS handshaked connections (fresh echo server each)"
     for s in "${SERVERS[@]}"; do
@@ -185,6 +199,9 @@ END {
         if (parts[1] == "echo") {
             rate = "msgs_per_s"; cpu = "server_us_per_msg"
             printf "\n%-22s %-18s %12s %9s %9s %12s %8s %8s %10s %10s\n", key, "server", "msgs/s", "p50 us", "p99 us", "srv us/msg", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
+        } else if (parts[1] == "chat") {
+            rate = "deliveries_per_s"; cpu = "server_us_per_delivery"
+            printf "\n%-22s %-18s %12s %9s %9s %12s %8s %8s %10s %10s\n", key, "server", "deliveries/s", "p50 us", "p99 us", "srv us/dlv", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
         } else if (parts[1] == "broadcast") {
             rate = "deliveries_per_s"; cpu = "server_us_per_delivery"
             printf "\n%-22s %-18s %12s %9s %9s %12s %8s %8s %10s %10s\n", key, "server", "deliveries/s", "round p50", "ms p99", "srv us/dlv", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
@@ -200,8 +217,8 @@ END {
             }
             if (!((key, sv, rate) in vals)) continue
             r = median(vals[key, sv, rate]); c = median(vals[key, sv, cpu])
-            p50 = parts[1] == "echo" ? median(vals[key, sv, "p50_us"]) : median(vals[key, sv, "round_p50_ms"])
-            p99 = parts[1] == "echo" ? median(vals[key, sv, "p99_us"]) : median(vals[key, sv, "round_p99_ms"])
+            p50 = parts[1] != "broadcast" ? median(vals[key, sv, "p50_us"]) : median(vals[key, sv, "round_p50_ms"])
+            p99 = parts[1] != "broadcast" ? median(vals[key, sv, "p99_us"]) : median(vals[key, sv, "round_p99_ms"])
             if (sv == "wsloop") { wr = r; wc = c; rr = "-"; cr = "-" }
             else { rr = (r > 0 && wr != "") ? sprintf("%.2f", wr / r) : "-"; cr = (c > 0 && wc != "") ? sprintf("%.2f", wc / c) : "-" }
             printf "%-22s %-18s %12.0f %9.1f %9.1f %12.3f %8.0f %8.0f %10s %10s\n", "", sv, r, p50, p99, c, median(vals[key, sv, "server_cpu_pct"]), median(vals[key, sv, "client_cpu_pct"]), rr, cr

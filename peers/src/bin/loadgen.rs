@@ -4,6 +4,8 @@
 //! loadgen echo      --port P --conns 100 --size 20 [--secs 5] [--warmup 1] [--opcode text|binary] [--server-pid PID]
 //! loadgen broadcast --port P --conns 100 --size 20 [--secs 5] [--warmup 1] [--max-rounds 100000] [--server-pid PID]
 //! loadgen idle      --port P --conns 10000 --server-pid PID [--size 20]
+//! loadgen chat      --port P --conns 1000 [--size 20] [--secs 5] [--warmup 1] [--server-pid PID]
+//!                   (against `cargo run --example chatroom`: one sender, every user receives)
 //! loadgen probe     --port P [--timeout 10]     (exit 0 once the port accepts TCP connections)
 //! loadgen free-port                             (print a free loopback port)
 //! ```
@@ -26,7 +28,7 @@ use wsloop_peers::{
 };
 
 const USAGE: &str =
-    "usage: loadgen echo|broadcast|idle --port P --conns N [--size S] [--secs D] [--warmup W]
+    "usage: loadgen echo|broadcast|idle|chat --port P --conns N [--size S] [--secs D] [--warmup W]
          [--opcode text|binary] [--max-rounds R] [--server-pid PID] [--host 127.0.0.1]
        loadgen probe --port P [--timeout SECS]
        loadgen free-port";
@@ -55,11 +57,12 @@ fn main() {
         "echo" => echo(&flags),
         "broadcast" => broadcast(&flags),
         "idle" => idle(&flags),
+        "chat" => chat(&flags),
         "probe" => probe(&flags),
         "free-port" => free_port(),
         _ => wsloop_peers::usage_exit(
             USAGE,
-            "first argument: echo, broadcast, idle, probe or free-port",
+            "first argument: echo, broadcast, idle, chat, probe or free-port",
         ),
     };
     if let Err(e) = result {
@@ -79,8 +82,16 @@ struct Pool {
 }
 
 impl Pool {
-    /// Opens `n` connections to `addr` and completes every handshake.
+    /// Opens `n` connections to `addr` and completes every handshake; a message before any was
+    /// sent is an error.
     fn open(addr: SocketAddr, n: usize) -> Result<Pool, String> {
+        Pool::open_with(addr, n, &mut |_, _, _| {
+            Err(io::Error::other("message before any was sent"))
+        })
+    }
+
+    /// Opens `n` connections, handing what arrives meanwhile (a chat's join notices) to `early`.
+    fn open_with(addr: SocketAddr, n: usize, early: &mut OnMessage<'_>) -> Result<Pool, String> {
         // A plain blocking connect first, so that an absent server is one clear error.
         TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .map_err(|e| format!("cannot connect to {addr}: {e} (is the server running?)"))?;
@@ -103,9 +114,7 @@ impl Pool {
                     .map_err(str_err)?;
                 pool.clients.push(client);
             }
-            pool.turn(deadline, &mut |_, _, _| {
-                Err(io::Error::other("message before any was sent"))
-            })?;
+            pool.turn(deadline, early)?;
             open = pool
                 .clients
                 .iter()
@@ -446,6 +455,128 @@ fn idle(flags: &Flags) -> Result<(), String> {
     println!(
         "RESULT mode=idle conns={} rss_before={before} rss_open={open} rss_used={used} rss_closed={after} bytes_per_conn_open={:.0} bytes_per_conn_used={:.0}",
         c.conns, per(open), per(used)
+    );
+    Ok(())
+}
+
+/// Messages the chat sender may have out (sent, not yet delivered to every user) at once.
+const CHAT_WINDOW: usize = 4;
+/// Delivery latency histogram: 10 µs buckets up to 10 s.
+const LATENCY_BUCKET_US: u64 = 10;
+const LATENCY_BUCKETS: usize = 1_000_000;
+
+/// The chatroom example with `conns` users: user 0 sends numbered messages (at most
+/// `CHAT_WINDOW` not yet delivered everywhere), every user receives each one as the chatroom's
+/// JSON. Reports deliveries/s and the latency of each delivery, send to receipt; checks that every
+/// user gets every message, in order.
+fn chat(flags: &Flags) -> Result<(), String> {
+    let c = common(flags);
+    let n = c.conns;
+    let mut pool = Pool::open_with(c.addr, n, &mut |_, _, _| Ok(()))?;
+    // The join notices (n² of them) settle first: until nothing has arrived for 300 ms.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(300) {
+        if Instant::now() > deadline {
+            return Err("join notices never settled".into());
+        }
+        pool.turn(deadline, &mut |_, _, _| {
+            quiet_since = Instant::now();
+            Ok(())
+        })?;
+    }
+    for client in &mut pool.clients {
+        client.received = 0; // from here: the number of the next message this user must see
+    }
+
+    let pad = "x".repeat(c.size.saturating_sub(8));
+    let start = Instant::now();
+    let measure_from = start + c.warmup;
+    let mut window: Option<CpuWindow> = None;
+    let (mut sent_at, mut missing): (Vec<Instant>, Vec<usize>) = (vec![], vec![]);
+    let (mut outstanding, mut first_measured, mut stop_at) = (0usize, None::<usize>, None::<usize>);
+    let mut histogram = vec![0u64; LATENCY_BUCKETS];
+    let mut deliveries = 0u64;
+    loop {
+        let now = Instant::now();
+        if window.is_none() && now >= measure_from {
+            window = Some(CpuWindow::start(c.server_pid));
+            first_measured = Some(sent_at.len());
+        } else if window.is_some() && stop_at.is_none() && now >= measure_from + c.secs {
+            stop_at = Some(sent_at.len());
+        }
+        if stop_at.is_some() && outstanding == 0 {
+            break;
+        }
+        while stop_at.is_none() && outstanding < CHAT_WINDOW {
+            let seq = sent_at.len();
+            let text = format!("{seq:08}{pad}");
+            let mut frame = Vec::with_capacity(text.len() + 14);
+            encode_masked(&mut frame, true, OP_TEXT, text.as_bytes(), [1, 2, 3, 4]);
+            pool.clients[0].send(&frame).map_err(str_err)?;
+            sent_at.push(Instant::now());
+            missing.push(n);
+            outstanding += 1;
+        }
+        let turn_deadline = Instant::now() + STEP_TIMEOUT;
+        pool.turn(turn_deadline, &mut |client, op, got| {
+            let json = std::str::from_utf8(got).map_err(io::Error::other)?;
+            if op != OP_TEXT || !json.contains(r#""type":"message""#) {
+                return Ok(()); // a late join notice
+            }
+            let seq = json
+                .split(r#""text":""#)
+                .nth(1)
+                .and_then(|t| t.get(..8))
+                .and_then(|digits| digits.parse::<usize>().ok())
+                .ok_or_else(|| io::Error::other(format!("not a numbered message: {json}")))?;
+            if seq != client.received {
+                return Err(io::Error::other(format!(
+                    "message {seq} arrived where {} was due",
+                    client.received
+                )));
+            }
+            client.received += 1;
+            if first_measured.is_some_and(|first| seq >= first) && stop_at.is_none_or(|s| seq < s) {
+                let us = sent_at[seq].elapsed().as_micros() as u64;
+                histogram[((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS - 1)] += 1;
+                deliveries += 1;
+            }
+            missing[seq] -= 1;
+            if missing[seq] == 0 {
+                outstanding -= 1;
+            }
+            Ok(())
+        })?;
+        if start.elapsed() > c.warmup + c.secs + STEP_TIMEOUT {
+            return Err(format!("{outstanding} messages never reached every user"));
+        }
+    }
+    let (wall, own, server) = window.expect("a measured window").end();
+    pool.close();
+
+    let messages = stop_at.unwrap_or(0) - first_measured.unwrap_or(0);
+    let quantile = |q: f64| {
+        let target = (deliveries as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (bucket, count) in histogram.iter().enumerate() {
+            seen += count;
+            if seen >= target.max(1) {
+                return (bucket as u64 + 1) * LATENCY_BUCKET_US;
+            }
+        }
+        LATENCY_BUCKETS as u64 * LATENCY_BUCKET_US
+    };
+    // The window ends when sending stops; the deliveries of its last messages arrive just after.
+    let rate = deliveries as f64 / wall;
+    println!(
+        "chat {n} users, one sender, {} B text: {messages} messages, {deliveries} deliveries in {wall:.2} s = {rate:.0} deliveries/s; delivery latency p50 {} us, p99 {} us",
+        c.size, quantile(0.5), quantile(0.99)
+    );
+    let cpu = report_cpu(wall, own, server, deliveries as f64, "delivery");
+    println!(
+        "RESULT mode=chat conns={n} size={} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={} p99_us={} {cpu}",
+        c.size, quantile(0.5), quantile(0.99)
     );
     Ok(())
 }
