@@ -461,7 +461,12 @@ fn encode(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    for size in [16, 125, 1024, 64 << 10, 1 << 20] {
+    for size in SMALL.into_iter().chain(LARGE) {
+        if size >= 16 << 20 {
+            group
+                .measurement_time(Duration::from_secs(3))
+                .sample_size(10);
+        }
         let count = if size <= 1024 { FRAMES_PER_BUFFER } else { 1 };
         group.throughput(if count > 1 {
             Throughput::Elements(count as u64)
@@ -490,8 +495,9 @@ fn encode(c: &mut Criterion) {
                     let payload = black_box(&payload);
                     if payload.len() >= frame::WRITEV_MIN {
                         let head = Head::new(true, OpCode::Binary, payload.len());
-                        out.write_vectored(&[IoSlice::new(head.as_bytes()), IoSlice::new(payload)])
-                            .expect("the sink takes everything");
+                        let parts = [IoSlice::new(head.as_bytes()), IoSlice::new(payload)];
+                        let written = out.write_vectored(&parts).expect("the sink takes all");
+                        assert_eq!(written, head.as_bytes().len() + payload.len());
                     } else {
                         buf.clear();
                         frame::encode(&mut buf, true, OpCode::Binary, payload);
