@@ -124,8 +124,9 @@ impl Chunk {
 
 /// Linux's `IOV_MAX`: the most buffers one `writev` takes.
 const MAX_SLICES: usize = 1024;
-/// Up to this many buffers, the list for `writev` lives on the stack.
-const STACK_SLICES: usize = 16;
+/// Up to this many buffers, the list for `writev` lives on the stack: 16 chunks, even if every one is a header and
+/// a payload kept apart (a broadcast round among a few clients queues about one chunk per client).
+const STACK_SLICES: usize = 32;
 
 /// Points `slices` at what is queued, the first chunk from `pos` on, skipping empty parts. Returns how many it set.
 fn gather<'a>(out: &'a VecDeque<Chunk>, pos: usize, slices: &mut [IoSlice<'a>]) -> usize {
@@ -322,7 +323,7 @@ impl Connection {
                     count => self.stream.write_vectored(&slices[..count]),
                 }
             } else {
-                // A broadcast-heavy turn queues many small frames: one writev takes them all, not 16 at a time.
+                // A broadcast-heavy turn queues many small frames: one writev takes them all, not 32 at a time.
                 let mut slices = vec![IoSlice::new(&[]); wanted];
                 let count = gather(&self.out, self.out_pos, &mut slices);
                 self.stream.write_vectored(&slices[..count])

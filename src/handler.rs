@@ -5,6 +5,7 @@
 //! points. A callback never touches a socket: what it asks of its [`Handle`] (send, broadcast, close) is queued and
 //! carried out by the loop once the callback returns, so no callback can leave the loop in a broken state.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use slab::Slab;
@@ -69,20 +70,20 @@ impl Outgoing<'_> {
     /// payload, otherwise no header and the whole frame encoded in one buffer.
     fn into_frame(self) -> (Head, Vec<u8>) {
         let (opcode, payload) = match self {
-            Outgoing::Text(text) => (OpCode::Text, text.into_bytes()),
-            Outgoing::Binary(bytes) => (OpCode::Binary, bytes),
-            Outgoing::Message(msg) => {
-                let mut frame = Vec::new();
-                frame::encode(&mut frame, true, msg.opcode(), msg.as_bytes());
-                return (Head::NONE, frame);
-            }
+            Outgoing::Message(msg) => (msg.opcode(), Cow::Borrowed(msg.as_bytes())),
+            Outgoing::Text(text) => (OpCode::Text, Cow::Owned(text.into_bytes())),
+            Outgoing::Binary(bytes) => (OpCode::Binary, Cow::Owned(bytes)),
         };
-        if payload.len() >= frame::WRITEV_MIN {
-            return (Head::new(true, opcode, payload.len()), payload);
+        match payload {
+            Cow::Owned(payload) if payload.len() >= frame::WRITEV_MIN => {
+                (Head::new(true, opcode, payload.len()), payload)
+            }
+            payload => {
+                let mut frame = Vec::new();
+                frame::encode(&mut frame, true, opcode, &payload);
+                (Head::NONE, frame)
+            }
         }
-        let mut frame = Vec::new();
-        frame::encode(&mut frame, true, opcode, &payload);
-        (Head::NONE, frame)
     }
 }
 
