@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs each cargo-fuzz target in fuzz/ for a bounded time: the frame decoder, the handshake parser and the message
-# assembler fed a frame stream cut at random places. Exits non-zero if any target finds a crash.
+# Runs each cargo-fuzz target in fuzz/ for a bounded time: the frame decoder, the handshake parser, the message
+# assembler fed a frame stream cut at random places, and UTF-8 validation (plain and while unmasking). Exits
+# non-zero if any target finds a crash.
 #
 #   scripts/fuzz.sh                  # 60 s per target, every target
 #   scripts/fuzz.sh 20               # a 20 s smoke run per target (what .ci/run does)
@@ -18,8 +19,8 @@
 # -Cllvm-args=...) are stable, but AddressSanitizer needs `-Zsanitizer=address`, which stable rustc refuses. The
 # stable toolchain does ship the sanitizer runtimes (librustc-stable_rt.asan.a), so RUSTC_BOOTSTRAP=1 lets stable
 # accept the -Z flag: it only unlocks unstable options, the compiler is the same. (`--sanitizer none` passes no -Z
-# flag and would build on plain stable.) wsloop has no `unsafe`, but its dependencies do
-# (httparse's SIMD scanning), which is what ASan is for. Where the runtime is missing, the script falls back to
+# flag and would build on plain stable.) ASan watches wsloop's own `unsafe` (the AVX2 loops in frame.rs and
+# utf8.rs, which read and write through raw pointers) and its dependencies' (httparse's SIMD scanning). Where the runtime is missing, the script falls back to
 # `--sanitizer none`: the targets still find panics, failed assertions and overflows, just not memory errors.
 # The targets are built with cargo-fuzz's default profile: optimized, with debug assertions and overflow checks.
 set -euo pipefail
@@ -28,7 +29,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    targets=(frame_decode handshake_parse assembler)
+    targets=(frame_decode handshake_parse assembler utf8)
 fi
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -lt 1 ]]; then
     echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2

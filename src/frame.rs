@@ -36,6 +36,7 @@
 use std::fmt;
 
 use crate::error::FrameError;
+use crate::utf8;
 use crate::Status;
 
 /// §5.5: control frames carry at most 125 bytes of payload.
@@ -154,6 +155,10 @@ pub struct Frame<'a> {
     pub opcode: OpCode,
     /// The unmasked payload.
     pub payload: &'a [u8],
+    /// For a masked text frame that is a whole message (FIN set): the payload as text, if it is valid UTF-8,
+    /// checked in the same pass that unmasked it (see [`utf8::unmask_text`]). `None` for any other frame, and for
+    /// invalid text: the assembler then checks the payload itself and reports what is wrong.
+    pub text: Option<&'a str>,
 }
 
 /// Reads and checks a frame header. `Partial` if `buf` does not yet hold all of it.
@@ -259,15 +264,22 @@ pub fn decode<'a>(
         return Ok(Status::Partial);
     };
     let payload = &mut frame[header.header_len..];
-    if let Some(key) = header.masking_key {
-        apply_mask(payload, key, 0);
-    }
+    let (payload, text) = match header.masking_key {
+        // Invalid text is left to the assembler, which says what is wrong with it.
+        Some(key) if header.opcode == OpCode::Text && header.fin => utf8::unmask_text(payload, key),
+        Some(key) => {
+            apply_mask(payload, key, 0);
+            (&*payload, None)
+        }
+        None => (&*payload, None),
+    };
     Ok(Status::Complete((
         Frame {
             fin: header.fin,
             rsv: header.rsv,
             opcode: header.opcode,
             payload,
+            text,
         },
         total,
     )))

@@ -18,7 +18,7 @@
 //!
 //! - `server.rs`: the poll loop (with `server/outbound.rs`, `server/timers.rs`, `server/config.rs`).
 //!   `connection.rs`: one client's socket and buffers. Only these touch sockets.
-//! - `handshake.rs`, `frame.rs`, `message.rs`: pure code, tested and benchmarked without a network.
+//! - `handshake.rs`, `frame.rs`, `message.rs`, `utf8.rs`: pure code, tested and benchmarked without a network.
 //! - `handler.rs`: the user's callbacks and their handle. `error.rs`: each error and what the peer sees.
 //!
 //! # The life of a message
@@ -54,6 +54,7 @@ mod handler;
 pub mod handshake;
 pub mod message;
 mod server;
+pub mod utf8;
 
 pub use connection::ConnId;
 pub use error::{close_code, Error, FrameError, HandshakeError};

@@ -8,6 +8,7 @@
 
 use crate::error::FrameError;
 use crate::frame::{self, Frame, Header, OpCode};
+use crate::utf8::{self, Verdict};
 
 /// A complete data message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,9 @@ impl Assembler {
                 self.check_size(0, frame.payload.len())?;
                 if frame.fin {
                     // The common case: a whole message in one frame, handed out without a copy.
+                    if let Some(text) = frame.text {
+                        return Ok(Some(Event::Message(Message::Text(text))));
+                    }
                     return single_frame(frame.opcode, frame.payload)
                         .map(|m| Some(Event::Message(m)));
                 }
@@ -212,10 +216,9 @@ fn single_frame(opcode: OpCode, payload: &[u8]) -> Result<Message<'_>, FrameErro
     }
 }
 
-/// §8.1: text must be valid UTF-8. Checked with `simdutf8`, which validates 16 or 32 bytes a step (SSE4.2/AVX2,
-/// chosen at run time) and is several times faster than `std::str::from_utf8` on non-ASCII text.
+/// §8.1: text must be valid UTF-8 (checked 32 bytes a step where the CPU allows; see [`crate::utf8`]).
 fn text(bytes: &[u8]) -> Result<&str, FrameError> {
-    simdutf8::basic::from_utf8(bytes).map_err(|_| FrameError::InvalidUtf8)
+    utf8::to_str(bytes).ok_or(FrameError::InvalidUtf8)
 }
 
 /// How far [`Assembler::check_partial`] got into the frame that is still arriving. Reset it when a frame completes.
@@ -252,12 +255,12 @@ impl Utf8Stream {
             }
             self.carry_len = 0;
         }
-        match simdutf8::compat::from_utf8(bytes) {
-            Ok(_) => Ok(()),
-            Err(e) if e.error_len().is_some() => Err(FrameError::InvalidUtf8),
-            Err(e) => {
+        match utf8::check(bytes) {
+            Verdict::Valid => Ok(()),
+            Verdict::Invalid => Err(FrameError::InvalidUtf8),
+            Verdict::Incomplete(valid_up_to) => {
                 // An incomplete character at the very end: keep it for the next piece.
-                let tail = &bytes[e.valid_up_to()..];
+                let tail = &bytes[valid_up_to..];
                 self.carry[..tail.len()].copy_from_slice(tail);
                 self.carry_len = tail.len() as u8;
                 Ok(())
@@ -309,6 +312,7 @@ mod tests {
             rsv: 0,
             opcode,
             payload,
+            text: None,
         }
     }
 

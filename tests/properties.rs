@@ -198,7 +198,7 @@ proptest! {
     ) {
         let mut assembler = Assembler::new(max_message);
         for (fin, opcode, payload) in &frames {
-            let frame = Frame { fin: *fin, rsv: 0, opcode: *opcode, payload };
+            let frame = Frame { fin: *fin, rsv: 0, opcode: *opcode, payload, text: None };
             match assembler.push(frame) {
                 Ok(Some(wsloop::message::Event::Message(m))) => {
                     prop_assert!(m.as_bytes().len() <= max_message);

@@ -83,3 +83,26 @@ fn close_code_for_the_same_bytes_does_not_depend_on_tcp_segmentation() {
         "once 1009 when read whole, 1007 when dribbled"
     );
 }
+
+/// The fuzz targets' committed seeds pass the checks too, so a seed that starts failing is caught by `cargo test`
+/// and not only by the next fuzzing run.
+#[test]
+fn every_committed_seed_passes_its_targets_check() {
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 4] = [
+        ("frame_decode", checks::frame_decode),
+        ("handshake_parse", checks::handshake_parse),
+        ("assembler", checks::assembler),
+        ("utf8", checks::utf8),
+    ];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for (target, check) in targets {
+        let mut seen = 0;
+        for entry in std::fs::read_dir(root.join(target)).expect("the seeds directory") {
+            let path = entry.expect("a directory entry").path();
+            check(&std::fs::read(&path).expect("a seed"));
+            seen += 1;
+        }
+        assert!(seen > 0, "no seeds for {target}");
+    }
+}

@@ -215,3 +215,37 @@ pub fn assembler(data: &[u8]) {
         }
     }
 }
+
+/// `utf8::check`, `utf8::to_str` and `utf8::unmask_text` on arbitrary bytes, held to `std::str::from_utf8`.
+///
+/// The first four bytes are the masking key, the rest the text: what a text frame's payload is, masked with that
+/// key, must unmask to the same bytes `frame::apply_mask` gives, and be text exactly when std says so. The vector
+/// path reads and writes through raw pointers; this target, built with AddressSanitizer, is what watches its reads
+/// and writes stay inside the payload.
+pub fn utf8(data: &[u8]) {
+    use wsloop::utf8::{self, Verdict};
+
+    let (key, text) = match data {
+        [a, b, c, d, text @ ..] => ([*a, *b, *c, *d], text),
+        _ => return,
+    };
+    let expected = match std::str::from_utf8(text) {
+        Ok(_) => Verdict::Valid,
+        Err(e) if e.error_len().is_none() => Verdict::Incomplete(e.valid_up_to()),
+        Err(_) => Verdict::Invalid,
+    };
+    assert_eq!(utf8::check(text), expected, "check");
+    assert_eq!(
+        utf8::to_str(text).map(str::as_bytes),
+        std::str::from_utf8(text).ok().map(str::as_bytes)
+    );
+
+    let mut masked = text.to_vec();
+    frame::apply_mask(&mut masked, key, 0);
+    let (unmasked, as_text) = utf8::unmask_text(&mut masked, key);
+    assert_eq!(unmasked, text, "unmask_text must unmask like apply_mask");
+    assert_eq!(
+        as_text.map(str::as_bytes),
+        std::str::from_utf8(text).ok().map(str::as_bytes)
+    );
+}
