@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../peers"
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "bench.sh: cargo is not installed (this project needs a Rust toolchain, 1.86 or newer)" >&2
+    echo "bench.sh: cargo is not installed (this project needs a Rust toolchain, 1.87 or newer)" >&2
     exit 1
 fi
 

@@ -156,8 +156,9 @@ pub struct Frame<'a> {
     /// The unmasked payload.
     pub payload: &'a [u8],
     /// For a masked text frame that is a whole message (FIN set): the payload as text, if it is valid UTF-8,
-    /// checked in the same pass that unmasked it (see [`utf8::unmask_text`]). `None` for any other frame, and for
-    /// invalid text: the assembler then checks the payload itself and reports what is wrong.
+    /// checked in the same pass that unmasked it (see [`utf8::unmask_text`]); the same bytes as `payload`. `None`
+    /// for any other frame, and for invalid text: the assembler then checks the payload itself (and fails it with
+    /// close code 1007).
     pub text: Option<&'a str>,
 }
 
@@ -545,6 +546,51 @@ mod tests {
             complete(&mut buf, &client()),
             (true, OpCode::Text, b"Hello".to_vec(), 11)
         );
+    }
+
+    #[test]
+    fn a_masked_whole_text_frame_carries_its_payload_as_text() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let limits = Limits::default();
+        for text in [
+            "Hello",
+            "wsloop says héllo, wörld ✓ and more, past 35 bytes",
+            &"😀 ".repeat(40),
+        ] {
+            let mut buf = Vec::new();
+            encode_masked(&mut buf, true, OpCode::Text, text.as_bytes(), key);
+            let Ok(Status::Complete((frame, _))) = decode(&mut buf, &limits) else {
+                panic!("a complete frame")
+            };
+            assert_eq!(frame.text, Some(text));
+            assert!(std::ptr::eq(frame.text.unwrap().as_bytes(), frame.payload));
+        }
+        // Not for invalid text, a fragment, or another opcode: those go to the assembler as bytes.
+        let cases: [(bool, OpCode, &[u8]); 3] = [
+            (
+                true,
+                OpCode::Text,
+                b"valid until here: \xff \xed\xa0\x80 and then some more",
+            ),
+            (
+                false,
+                OpCode::Text,
+                "a first fragment, complete in itself, of 40+ bytes".as_bytes(),
+            ),
+            (
+                true,
+                OpCode::Binary,
+                "binary that happens to be text, of 40 bytes or more".as_bytes(),
+            ),
+        ];
+        for (fin, opcode, payload) in cases {
+            let mut buf = Vec::new();
+            encode_masked(&mut buf, fin, opcode, payload, key);
+            let Ok(Status::Complete((frame, _))) = decode(&mut buf, &limits) else {
+                panic!("a complete frame")
+            };
+            assert_eq!((frame.payload, frame.text), (payload, None));
+        }
     }
 
     #[test]

@@ -92,7 +92,11 @@ impl Assembler {
                 self.check_size(0, frame.payload.len())?;
                 if frame.fin {
                     // The common case: a whole message in one frame, handed out without a copy.
-                    if let Some(text) = frame.text {
+                    // A text frame that `frame::decode` checked while unmasking it carries its text: used when it is
+                    // this very payload (a `Frame` built by hand may say otherwise).
+                    if let Some(text) = frame.text.filter(|text| {
+                        frame.opcode == OpCode::Text && std::ptr::eq(text.as_bytes(), frame.payload)
+                    }) {
                         return Ok(Some(Event::Message(Message::Text(text))));
                     }
                     return single_frame(frame.opcode, frame.payload)

@@ -6,8 +6,8 @@
 //! final 32 bytes even when they overlap the step before (checking a byte twice gives the same answer twice), so
 //! no byte is copied into a padded buffer. Everything else, and every other CPU, goes to `std::str::from_utf8`.
 //!
-//! Both paths answer the same question the same way; the tests hold them to each other over every combination of
-//! the byte classes the table method distinguishes, at every position around a 32-byte step.
+//! Both paths answer the same question the same way; the tests hold them to each other over every pair of bytes and
+//! every four-byte window of the edge cases of each byte range, placed at every seam between 32-byte steps.
 
 /// What a piece of text is, checked from a character boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,7 @@ mod avx2 {
     const OVERLONG_4: u8 = 1 << 6; // F0, then 80..8F
     const TOO_LARGE_1000: u8 = 1 << 6; // F5..FF, then 80..8F
     const TWO_CONTS: u8 = 1 << 7; // two continuation bytes: right only as the 3rd or 4th byte of a character
-    /// Every lead byte's low nibble allows these; the high nibble decides.
+    /// Set for every low nibble: for these errors, the previous byte's high nibble decides.
     const CARRY: u8 = TOO_SHORT | TOO_LONG | TWO_CONTS;
 
     /// By the high nibble of the previous byte.
@@ -390,34 +390,45 @@ mod tests {
     #[test]
     fn every_pair_of_bytes_at_every_place() {
         // Each byte is judged with the byte before it by three table lookups: every pair of bytes reaches every
-        // entry of every table. Placed everywhere in 130 bytes, the pairs straddle each seam between the first
-        // step, a double step, a single one and the overlapping last one.
+        // entry of every table. Placed everywhere, the pairs straddle each seam between the first step, a double
+        // step, a single one and the last one (131 bytes: overlapping the step before, its key turned by 3; 128:
+        // none).
         let all: Vec<u8> = (0..=255).collect();
-        sweep(&all, 2, 130);
+        for text_len in [128, 131] {
+            sweep(&all, 2, text_len);
+        }
     }
 
     #[test]
     fn every_four_byte_window_of_classes_at_every_place() {
         // An error depends on a byte and the three before it (two or three back: whether this byte must continue
         // a character). Four bytes of these classes, the edges of each range, cover those rules everywhere.
-        sweep(&CLASSES, 4, 130);
+        for text_len in [128, 131] {
+            sweep(&CLASSES, 4, text_len);
+        }
     }
 
     #[test]
     fn every_character_whole_and_cut_at_each_length() {
-        let mut text = vec![b'x'; 40];
-        for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
-            let mut buf = [0u8; 4];
-            let encoded = c.encode_utf8(&mut buf).as_bytes();
-            text.truncate(40);
-            text.extend_from_slice(encoded);
-            assert_eq!(check(&text), Verdict::Valid, "{c:?}");
-            for cut in 1..encoded.len() {
-                assert_eq!(
-                    check(&text[..40 + cut]),
-                    Verdict::Incomplete(40),
-                    "{c:?} cut at {cut}"
-                );
+        // After 40 and after 61 bytes of ASCII: the character in the last step, and across its start.
+        for prefix in [40, 61] {
+            let mut text = vec![b'x'; prefix];
+            for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+                let mut buf = [0u8; 4];
+                let encoded = c.encode_utf8(&mut buf).as_bytes();
+                text.truncate(prefix);
+                text.extend_from_slice(encoded);
+                assert_eq!(check(&text), Verdict::Valid, "{c:?}");
+                agree(&text);
+                for cut in 1..encoded.len() {
+                    let cut_off = &text[..prefix + cut];
+                    assert_eq!(
+                        check(cut_off),
+                        Verdict::Incomplete(prefix),
+                        "{c:?} cut at {cut}"
+                    );
+                    agree(cut_off);
+                }
             }
         }
     }
