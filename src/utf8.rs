@@ -270,7 +270,7 @@ mod avx2 {
         // unless the length is a multiple of 32. Every read must see masked bytes, so the last step is read before
         // anything is written, and each step is written back only once the step after it has read the three bytes
         // before it (`pending`). The overlapping last step writes some bytes twice, alike.
-        let last = (len % 32 != 0).then(|| {
+        let last = (!len.is_multiple_of(32)).then(|| {
             let start = len - 32; // >= 3: len >= MIN_VECTOR_LEN
             (start, load(start), judge_at(start, load(start)))
         });
