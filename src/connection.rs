@@ -14,6 +14,9 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::error::{interrupted, would_block};
+
+/// The least room [`Connection::read_behind`] reads into.
+const MIN_READ_BEHIND: usize = 4096;
 use crate::frame::Head;
 use crate::message::{Assembler, Probe};
 
@@ -233,6 +236,31 @@ impl Connection {
             match self.stream.read(buf) {
                 Err(e) if interrupted(&e) => continue,
                 other => return other,
+            }
+        }
+    }
+
+    /// Reads once, at most `max` bytes, straight into the room behind what `read_buf` holds: for a long frame that is
+    /// still arriving, whose bytes would otherwise be read into the loop's shared buffer and copied here. The room
+    /// is reserved as the frame grows (never more than `max`, and never more than is already held), so a peer that
+    /// announces a long frame and sends it slowly holds no more memory than it has sent.
+    /// Returns the bytes read and the room offered.
+    pub fn read_behind(&mut self, max: usize) -> io::Result<(usize, usize)> {
+        let held = self.read_buf.len();
+        let want = max.min(held.max(MIN_READ_BEHIND));
+        self.read_buf.reserve(want);
+        loop {
+            let room = &mut self.read_buf.spare_capacity_mut()[..want];
+            match socket2::SockRef::from(&self.stream).recv(room) {
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(e),
+                Ok(n) => {
+                    // SAFETY: `recv` wrote `n <= want` bytes at the start of the spare capacity (socket2 documents
+                    // that the count it returns is of bytes initialized there), so the first `held + n` bytes are
+                    // initialized, within the capacity reserved above.
+                    unsafe { self.read_buf.set_len(held + n) };
+                    return Ok((n, want));
+                }
             }
         }
     }

@@ -49,6 +49,8 @@ pub const WAKER: Token = Token(usize::MAX);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The shared read buffer: complete frames are decoded straight out of it, without a per-connection copy.
 const READ_CHUNK: usize = 64 * 1024;
+/// A frame that still lacks this many bytes has them read straight into its connection's buffer, not copied there.
+const READ_BEHIND_FROM: usize = 8 * 1024;
 /// Reads per readiness event before other connections get their turn (the rest is read on the next turn).
 const READS_PER_TURN: usize = 16;
 
@@ -269,11 +271,21 @@ impl Server {
     fn on_readable<H: Handler>(&mut self, handler: &mut H, key: usize, to_the_end: bool) {
         let mut scratch = mem::take(&mut self.scratch);
         for turn in 0..READS_PER_TURN {
+            let behind = self
+                .conns
+                .get(key)
+                .and_then(|conn| self.read_behind_size(conn));
             let Some(conn) = self.conns.get_mut(key) else {
                 break;
             };
-            let n = match conn.read_available(&mut scratch) {
-                Ok(0) => {
+            let read = match behind {
+                Some(max) => conn.read_behind(max),
+                None => conn
+                    .read_available(&mut scratch)
+                    .map(|n| (n, scratch.len())),
+            };
+            let (n, room) = match read {
+                Ok((0, _)) => {
                     // The PHP loop's "nothing read means close()": the peer sent its FIN. A peer may half-close
                     // right after its last request (a close frame, a plain GET), so what is queued for it is still
                     // written out (within the close timeout); then the connection closes, with nothing more to
@@ -286,7 +298,7 @@ impl Server {
                     }
                     break;
                 }
-                Ok(n) => n,
+                Ok(read) => read,
                 Err(e) if would_block(&e) => break,
                 Err(e) => {
                     debug!("{} read failed: {e}", conn.id);
@@ -298,10 +310,16 @@ impl Server {
             conn.is_awaiting_pong = false;
             // Once our last frame is queued or sent, what the peer still sends is read and dropped.
             let is_draining = conn.closing == Some(Closing::Done);
-            if !is_draining && !self.receive(handler, key, &mut scratch[..n]) {
+            // Bytes read behind the buffer are where `receive` would have joined them to.
+            let fresh = if behind.is_some() {
+                &mut [][..]
+            } else {
+                &mut scratch[..n]
+            };
+            if !is_draining && !self.receive(handler, key, fresh) {
                 break;
             }
-            if n < scratch.len() && !to_the_end {
+            if n < room && !to_the_end {
                 // A short read emptied the socket's receive queue: anything arriving later raises a new edge,
                 // so the read that would only say `WouldBlock` can be skipped. Not so for a FIN that came with
                 // the data: no new edge will announce it, so then the loop reads on until it sees `Ok(0)`.
@@ -313,6 +331,25 @@ impl Server {
             }
         }
         self.scratch = scratch;
+    }
+
+    /// How much to read straight into the connection's read buffer, behind a long frame that is still arriving
+    /// there ([`Connection::read_behind`]): its bytes would otherwise be read into `scratch` and copied. `None` for
+    /// anything else (a short frame, a request head, a connection whose reads are dropped): those are read into
+    /// `scratch`, where complete frames are decoded without a copy.
+    fn read_behind_size(&self, conn: &Connection) -> Option<usize> {
+        if !conn.is_handshaked || conn.read_buf.is_empty() || conn.closing == Some(Closing::Done) {
+            return None;
+        }
+        let Ok(Status::Complete(header)) = frame::decode_header(&conn.read_buf, &self.limits)
+        else {
+            return None;
+        };
+        let whole = usize::try_from(header.payload_len)
+            .ok()?
+            .checked_add(header.header_len)?;
+        let missing = whole.checked_sub(conn.read_buf.len())?;
+        (missing >= READ_BEHIND_FROM).then_some(missing.min(READ_CHUNK))
     }
 
     /// New bytes for a connection: join them to what was left over, consume what is complete, keep the rest.

@@ -24,6 +24,60 @@ fn a_frame_dribbled_one_byte_at_a_time_is_reassembled() {
     );
 }
 
+/// Long frames arrive over many reads; once a frame lacks 8 KiB or more, the server reads its bytes straight into
+/// the connection's buffer. Pieces of uneven sizes, cut inside characters, with the next frames right behind the
+/// long one in the same write, must come back whole and in order.
+#[test]
+fn long_frames_arriving_in_pieces_come_back_whole_with_the_frames_behind_them() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let text = "wsloop reads behind: héllo ✓ 😀 ".repeat(12_000); // ~430 KB of mixed UTF-8
+    let binary: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut bytes = masked(true, OpCode::Text, text.as_bytes());
+    bytes.extend(masked(true, OpCode::Binary, &binary));
+    bytes.extend(masked(true, OpCode::Text, b"short, right behind"));
+    let mut at = 0;
+    for size in [1, 3, 9_000, 100, 70_000, 5, 123_457].iter().cycle() {
+        let end = (at + size).min(bytes.len());
+        stream.write_all(&bytes[at..end]).unwrap();
+        at = end;
+        if at == bytes.len() {
+            break;
+        }
+        thread::sleep(Duration::from_micros(300));
+    }
+    assert_eq!(
+        read_frame(&mut stream).unwrap(),
+        (true, OpCode::Text, text.into_bytes())
+    );
+    assert_eq!(
+        read_frame(&mut stream).unwrap(),
+        (true, OpCode::Binary, binary)
+    );
+    assert_eq!(
+        read_frame(&mut stream).unwrap(),
+        (true, OpCode::Text, b"short, right behind".to_vec())
+    );
+}
+
+/// Invalid UTF-8 deep inside a long text frame that is read behind the buffer still fails with 1007, as soon as
+/// it has arrived.
+#[test]
+fn invalid_text_deep_in_a_long_frame_read_in_pieces_closes_with_1007() {
+    let server = echo();
+    let mut stream = handshaken(server.addr);
+    let mut payload = "ok ✓ ".repeat(40_000).into_bytes();
+    payload[150_001] = 0xFF;
+    let bytes = masked(true, OpCode::Text, &payload);
+    // Up to a little past the bad byte, in 20 KB pieces; the rest never comes.
+    for piece in bytes[..160_000].chunks(20_000) {
+        stream.write_all(piece).unwrap();
+        thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(read_close(&mut stream), Some(1007));
+    still_serves(server.addr);
+}
+
 #[test]
 fn many_frames_in_one_write_are_all_answered_in_order() {
     let server = echo();
