@@ -1,5 +1,6 @@
 //! The pure codec, without a network: decode (masked, as a server reads; and unmasked), encode and `apply_mask`,
-//! for payloads of 0, 125, 126 bytes, 64 KiB and 1 MiB. `cargo bench --bench frame`.
+//! for payloads of 0, 125, 126 bytes, 64 KiB and 1 MiB; and a long text frame arriving over many reads, the
+//! fail-fast UTF-8 probe running after each. `cargo bench --bench frame`.
 //!
 //! Decoding unmasks in place, so each iteration starts from a fresh copy of the masked input; the copy is made in
 //! `iter_batched`'s setup, outside the timed part. The comparison with other libraries is in `peers/benches`.
@@ -8,6 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use wsloop::frame::{self, Limits, OpCode};
+use wsloop::message::{Assembler, Event, Probe};
 use wsloop::Status;
 
 const SIZES: [usize; 5] = [0, 125, 126, 64 << 10, 1 << 20];
@@ -83,5 +85,53 @@ fn apply_mask(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, encode, apply_mask);
+/// A 1 MiB text frame of mixed UTF-8 arriving in 64 KiB reads, as the server meets it: after each read the
+/// fail-fast probe checks the bytes that came (`Assembler::check_partial`); once the frame is whole it is decoded
+/// and assembled, which unmasks it and checks it again.
+fn partial_text(c: &mut Criterion) {
+    let mut group = c.benchmark_group("partial_text");
+    let mut text = "wsloop says héllo, wörld ✓ ".repeat(40_000);
+    let mut end = 1 << 20;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    let mut masked = Vec::new();
+    frame::encode_masked(&mut masked, true, OpCode::Text, text.as_bytes(), MASK);
+    let server = Limits {
+        max_payload: 1 << 30,
+        require_mask: true,
+    };
+    const READ: usize = 64 << 10;
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("1MiB_in_64KiB_reads", |b| {
+        b.iter_batched_ref(
+            || masked.clone(),
+            |buf| {
+                let mut assembler = Assembler::new(1 << 30);
+                let mut probe = Probe::default();
+                let Ok(Status::Complete(header)) = frame::decode_header(buf, &server) else {
+                    panic!("a header")
+                };
+                for have in (READ..buf.len()).step_by(READ) {
+                    let arrived = &buf[header.header_len..have];
+                    assembler
+                        .check_partial(&header, black_box(arrived), &mut probe)
+                        .expect("valid so far");
+                }
+                let Ok(Status::Complete((frame, _))) = frame::decode(buf, &server) else {
+                    panic!("a whole frame")
+                };
+                match assembler.push(frame) {
+                    Ok(Some(Event::Message(msg))) => black_box(msg.as_bytes().len()),
+                    other => panic!("{other:?}"),
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, encode, apply_mask, partial_text);
 criterion_main!(benches);

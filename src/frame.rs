@@ -311,7 +311,7 @@ pub fn apply_mask(buf: &mut [u8], masking_key: [u8; 4], offset: usize) {
 
 /// The key as it stands `offset` bytes into its cycle.
 #[inline]
-fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
+pub(crate) fn rotate(key: [u8; 4], offset: usize) -> [u8; 4] {
     u32::from_be_bytes(key)
         .rotate_left(8 * (offset % 4) as u32)
         .to_be_bytes()

@@ -153,17 +153,12 @@ impl Assembler {
                 Utf8Stream::default()
             };
         }
-        let mut scratch = [0u8; 256];
-        while let Some(rest) = masked.get(probe.checked..).filter(|rest| !rest.is_empty()) {
-            let n = rest.len().min(scratch.len());
-            let piece = &mut scratch[..n];
-            piece.copy_from_slice(&rest[..n]);
-            if let Some(key) = header.masking_key {
-                frame::apply_mask(piece, key, probe.checked);
-            }
-            probe.utf8.push(piece)?;
-            probe.checked += n;
+        let fresh = masked.get(probe.checked..).unwrap_or_default();
+        match header.masking_key {
+            Some(key) => probe.utf8.push_masked(fresh, key, probe.checked)?,
+            None => probe.utf8.push(fresh)?,
         }
+        probe.checked += fresh.len();
         Ok(())
     }
 
@@ -267,6 +262,46 @@ impl Utf8Stream {
                 let tail = &bytes[valid_up_to..];
                 self.carry[..tail.len()].copy_from_slice(tail);
                 self.carry_len = tail.len() as u8;
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Utf8Stream::push`] for bytes that are still masked: `masked` lies `offset` bytes into a frame's payload
+    /// masked with `key`. Read where they lie, unmasked in registers ([`utf8::check_masked`]), not copied out.
+    pub fn push_masked(
+        &mut self,
+        masked: &[u8],
+        key: [u8; 4],
+        offset: usize,
+    ) -> Result<(), FrameError> {
+        let unmask = |i: usize| masked[i] ^ key[(offset + i) % 4];
+        // A character the previous piece left open is finished byte by byte (three at most).
+        let mut done = 0;
+        while self.carry_len > 0 && done < masked.len() {
+            self.push(&[unmask(done)])?;
+            done += 1;
+        }
+        let rest = &masked[done..];
+        match utf8::check_masked(rest, key, offset + done) {
+            Some(Verdict::Valid) => Ok(()),
+            Some(Verdict::Invalid) => Err(FrameError::InvalidUtf8),
+            Some(Verdict::Incomplete(at)) => {
+                for i in done + at..masked.len() {
+                    self.carry[usize::from(self.carry_len)] = unmask(i);
+                    self.carry_len += 1;
+                }
+                Ok(())
+            }
+            // No vector path for these bytes: unmask them into a copy, a piece at a time.
+            None => {
+                let mut copy = [0u8; 256];
+                for (n, piece) in rest.chunks(copy.len()).enumerate() {
+                    let copy = &mut copy[..piece.len()];
+                    copy.copy_from_slice(piece);
+                    frame::apply_mask(copy, key, offset + done + n * 256);
+                    self.push(copy)?;
+                }
                 Ok(())
             }
         }
@@ -441,8 +476,13 @@ mod tests {
 
     #[test]
     fn utf8_stream_agrees_with_std_for_every_split() {
+        let long = "κόσμε €𝄞 ok, long enough for 32-byte steps ".repeat(3);
+        let mut long_invalid = long.clone().into_bytes();
+        long_invalid[77] = 0xff;
         let samples: &[&[u8]] = &[
             "κόσμε €𝄞 ok".as_bytes(),
+            long.as_bytes(),
+            &long_invalid,
             &[
                 0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80,
                 0x65,
@@ -459,6 +499,16 @@ mod tests {
                     .and_then(|_| s.push(&sample[cut..]))
                     .and_then(|_| s.finish());
                 assert_eq!(ok.is_ok(), expected, "{sample:x?} cut at {cut}");
+                // The same, still masked, read where it lies.
+                let key = [0x37, 0xfa, 0x21, 0x3d];
+                let mut masked = sample.to_vec();
+                frame::apply_mask(&mut masked, key, 0);
+                let mut s = Utf8Stream::default();
+                let ok = s
+                    .push_masked(&masked[..cut], key, 0)
+                    .and_then(|_| s.push_masked(&masked[cut..], key, cut))
+                    .and_then(|_| s.finish());
+                assert_eq!(ok.is_ok(), expected, "masked {sample:x?} cut at {cut}");
             }
         }
     }

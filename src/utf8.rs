@@ -83,6 +83,33 @@ pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
     (payload, to_str(payload))
 }
 
+/// [`check`] for bytes that are still masked: `masked` lies `offset` bytes into a frame's payload masked with `key`.
+/// Nothing is written: the vector path unmasks in registers. `None` where there is no vector path (text under
+/// [`MIN_VECTOR_LEN`] bytes, or a CPU without AVX2): the caller unmasks a copy and calls [`check`].
+#[inline]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+pub fn check_masked(masked: &[u8], key: [u8; 4], offset: usize) -> Option<Verdict> {
+    #[cfg(target_arch = "x86_64")]
+    if masked.len() >= MIN_VECTOR_LEN && std::arch::is_x86_feature_detected!("avx2") {
+        let key = crate::frame::rotate(key, offset); // as it stands at masked[0]
+                                                     // SAFETY: as in `check`: AVX2 was just detected, the length is checked on the line above, and without
+                                                     // `UNMASK` nothing is written.
+        if unsafe { avx2::has_error::<false>(masked.as_ptr().cast_mut(), masked.len(), key) } {
+            return Some(Verdict::Invalid);
+        }
+        let from = masked.len() - 3;
+        let mut last = [0u8; 3];
+        for (i, byte) in last.iter_mut().enumerate() {
+            *byte = masked[from + i] ^ key[(from + i) % 4];
+        }
+        return Some(match last_character(&last) {
+            Verdict::Incomplete(at) => Verdict::Incomplete(from + at),
+            verdict => verdict,
+        });
+    }
+    None
+}
+
 fn with_std(bytes: &[u8]) -> Verdict {
     match std::str::from_utf8(bytes) {
         Ok(_) => Verdict::Valid,
@@ -357,6 +384,16 @@ mod tests {
         let key = [0x37, 0xFA, 0x21, 0x3D];
         let mut payload = bytes.to_vec();
         crate::frame::apply_mask(&mut payload, key, 0);
+        for offset in [0, 3] {
+            let mut masked = bytes.to_vec();
+            crate::frame::apply_mask(&mut masked, key, offset);
+            if let Some(masked_verdict) = check_masked(&masked, key, offset) {
+                assert_eq!(
+                    masked_verdict, verdict,
+                    "masked from {offset}, on {bytes:02x?}"
+                );
+            }
+        }
         let (unmasked, text) = unmask_text(&mut payload, key);
         assert_eq!(unmasked, bytes, "unmasked");
         assert_eq!(

@@ -216,7 +216,8 @@ pub fn assembler(data: &[u8]) {
     }
 }
 
-/// `utf8::check`, `utf8::to_str` and `utf8::unmask_text` on arbitrary bytes, held to `std::str::from_utf8`.
+/// `utf8::check`, `utf8::to_str`, `utf8::check_masked` and `utf8::unmask_text` on arbitrary bytes, held to
+/// `std::str::from_utf8`.
 ///
 /// The first four bytes are the masking key, the rest the text: what a text frame's payload is, masked with that
 /// key, must unmask to the same bytes `frame::apply_mask` gives, and be text exactly when std says so. The vector
@@ -239,6 +240,14 @@ pub fn utf8(data: &[u8]) {
         utf8::to_str(text).map(str::as_bytes),
         std::str::from_utf8(text).ok().map(str::as_bytes)
     );
+
+    // Masked from an offset into the payload (the key turned by it), checked where the bytes lie.
+    let offset = usize::from(key[0] % 4);
+    let mut masked = text.to_vec();
+    frame::apply_mask(&mut masked, key, offset);
+    if let Some(verdict) = utf8::check_masked(&masked, key, offset) {
+        assert_eq!(verdict, expected, "check_masked");
+    }
 
     let mut masked = text.to_vec();
     frame::apply_mask(&mut masked, key, 0);
