@@ -14,11 +14,11 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::error::{interrupted, would_block};
-
-/// The least room [`Connection::read_behind`] reads into.
-const MIN_READ_BEHIND: usize = 4096;
 use crate::frame::Head;
 use crate::message::{Assembler, Probe};
+
+/// [`Connection::read_behind`] grows the buffer when less room than this is left behind its bytes.
+const MIN_READ_BEHIND: usize = 4096;
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
 /// newer client that happens to get the same slab slot.
@@ -241,28 +241,34 @@ impl Connection {
     }
 
     /// Reads once, at most `max` bytes, straight into the room behind what `read_buf` holds: for a long frame that is
-    /// still arriving, whose bytes would otherwise be read into the loop's shared buffer and copied here. The room
-    /// is reserved as the frame grows (never more than `max`, and never more than is already held), so a peer that
-    /// announces a long frame and sends it slowly holds no more memory than it has sent.
-    /// Returns the bytes read and the room offered.
+    /// still arriving, whose bytes would otherwise be read into the loop's shared buffer and copied here. Returns the
+    /// bytes read and the room offered.
+    ///
+    /// The room is what the buffer has spare; only when less than `MIN_READ_BEHIND` is left does it grow, by as much
+    /// as it holds (at least `MIN_READ_BEHIND`, at most `max`), and then by `Vec`'s doubling. So a peer that
+    /// announces a long frame and sends it a byte at a time costs neither a reallocation per byte nor more than
+    /// about twice what it has sent, as when the bytes were appended.
     pub fn read_behind(&mut self, max: usize) -> io::Result<(usize, usize)> {
         let held = self.read_buf.len();
-        let want = max.min(held.max(MIN_READ_BEHIND));
-        self.read_buf.reserve(want);
-        loop {
-            let room = &mut self.read_buf.spare_capacity_mut()[..want];
-            match socket2::SockRef::from(&self.stream).recv(room) {
-                Err(e) if interrupted(&e) => continue,
-                Err(e) => return Err(e),
-                Ok(n) => {
-                    // SAFETY: `recv` wrote `n <= want` bytes at the start of the spare capacity (socket2 documents
-                    // that the count it returns is of bytes initialized there), so the first `held + n` bytes are
-                    // initialized, within the capacity reserved above.
-                    unsafe { self.read_buf.set_len(held + n) };
-                    return Ok((n, want));
-                }
-            }
+        if self.read_buf.capacity() - held < MIN_READ_BEHIND {
+            self.read_buf.reserve(max.min(held.max(MIN_READ_BEHIND)));
         }
+        let spare = self.read_buf.spare_capacity_mut();
+        let want = spare.len().min(max);
+        let room = &mut spare[..want];
+        // Through `try_io`, as mio asks of I/O it does not do itself (on some platforms a `WouldBlock` must re-arm
+        // the readiness it reports).
+        let stream = &self.stream;
+        let n = loop {
+            match stream.try_io(|| socket2::SockRef::from(stream).recv(&mut *room)) {
+                Err(e) if interrupted(&e) => continue,
+                other => break other?,
+            }
+        };
+        // SAFETY: `recv` wrote `n <= want` bytes at the start of the spare capacity (socket2 documents that the count
+        // it returns is of bytes initialized there), so the first `held + n` bytes are initialized, within capacity.
+        unsafe { self.read_buf.set_len(held + n) };
+        Ok((n, want))
     }
 
     /// Queues a data frame (or an HTTP response) behind everything already queued.
@@ -393,6 +399,57 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads behind `conn.read_buf` until `expect` more bytes are there (bounded: two seconds), checking after every
+    /// read that the buffer holds at most about twice its bytes. Returns how many times the buffer grew.
+    fn read_behind_until(conn: &mut Connection, expect: usize) -> usize {
+        let target = conn.read_buf.len() + expect;
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        let mut grew = 0;
+        while conn.read_buf.len() < target {
+            let capacity = conn.read_buf.capacity();
+            match conn.read_behind(64 << 10) {
+                Ok((0, _)) => panic!("the peer hung up"),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {
+                    assert!(Instant::now() < deadline, "the bytes never came");
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+            grew += usize::from(conn.read_buf.capacity() != capacity);
+            let held = conn.read_buf.len();
+            assert!(
+                conn.read_buf.capacity() <= 2 * held + 2 * MIN_READ_BEHIND,
+                "{} bytes of room for {held} bytes",
+                conn.read_buf.capacity()
+            );
+        }
+        grew
+    }
+
+    #[test]
+    fn reading_behind_a_trickled_frame_costs_neither_memory_nor_copies() {
+        let (mut conn, mut peer) = connection();
+        conn.read_buf.extend_from_slice(b"0123456789"); // what the shared buffer left behind
+        let mut sent = b"0123456789".to_vec();
+        // 40 KB in pieces of 61 bytes: the buffer grows a few times, not once per piece, and never holds much more
+        // than twice what came.
+        let mut grew = 0;
+        for i in 0..660u32 {
+            let piece: Vec<u8> = (0..61).map(|j| ((i * 61 + j) % 251) as u8).collect();
+            peer.write_all(&piece).expect("write");
+            sent.extend_from_slice(&piece);
+            grew += read_behind_until(&mut conn, piece.len());
+        }
+        assert!(grew <= 8, "grew {grew} times");
+        // Then 300 KB at once, read in rooms of up to 64 KiB.
+        let bulk: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        peer.write_all(&bulk).expect("write");
+        sent.extend_from_slice(&bulk);
+        read_behind_until(&mut conn, bulk.len());
+        assert_eq!(conn.read_buf, sent);
+    }
 
     /// A connection over a real loopback socket (nothing is written unless a test calls `write_pending`).
     fn connection() -> (Connection, std::net::TcpStream) {

@@ -514,6 +514,37 @@ mod tests {
     }
 
     #[test]
+    fn masked_utf8_stream_agrees_with_std_for_every_three_pieces() {
+        // Three pieces: a character may be carried over two cuts (a 4-byte one split 1 + 1 + 2), each piece masked
+        // from its own offset.
+        let long = "κόσμε 𝄞😀 €, long enough for the 32-byte steps of the vector path. ".repeat(2);
+        let mut broken = long.clone().into_bytes();
+        broken[70] = 0xc0;
+        let samples: [&[u8]; 3] = ["a𝄞😀b €".as_bytes(), long.as_bytes(), &broken];
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        for sample in samples {
+            let expected = std::str::from_utf8(sample).is_ok();
+            let mut masked = sample.to_vec();
+            frame::apply_mask(&mut masked, key, 0);
+            for first in 0..=sample.len() {
+                for second in first..=sample.len() {
+                    let mut s = Utf8Stream::default();
+                    let ok = s
+                        .push_masked(&masked[..first], key, 0)
+                        .and_then(|_| s.push_masked(&masked[first..second], key, first))
+                        .and_then(|_| s.push_masked(&masked[second..], key, second))
+                        .and_then(|_| s.finish());
+                    assert_eq!(
+                        ok.is_ok(),
+                        expected,
+                        "{sample:x?} cut at {first} and {second}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn partial_frame_probe_fails_fast_and_only_for_text() {
         let a = Assembler::new(1 << 20);
         let mut bytes = Vec::new();

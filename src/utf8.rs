@@ -85,7 +85,7 @@ pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
 
 /// [`check`] for bytes that are still masked: `masked` lies `offset` bytes into a frame's payload masked with `key`.
 /// Nothing is written: the vector path unmasks in registers. `None` where there is no vector path (text under
-/// [`MIN_VECTOR_LEN`] bytes, or a CPU without AVX2): the caller unmasks a copy and calls [`check`].
+/// [`MIN_VECTOR_LEN`] bytes, or a CPU without AVX2): the caller unmasks a copy and checks that.
 #[inline]
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn check_masked(masked: &[u8], key: [u8; 4], offset: usize) -> Option<Verdict> {
