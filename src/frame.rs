@@ -144,6 +144,15 @@ pub struct Header {
     pub header_len: usize,
 }
 
+impl Header {
+    /// The whole frame's length, header and payload; `None` if it does not fit in memory on this platform.
+    pub fn frame_len(&self) -> Option<usize> {
+        usize::try_from(self.payload_len)
+            .ok()?
+            .checked_add(self.header_len)
+    }
+}
+
 /// One decoded frame; its payload is already unmasked and borrows the input buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
@@ -255,10 +264,7 @@ pub fn decode<'a>(
     };
     // payload_len <= max_payload, which the caller sized to fit in memory; a length that does not fit in usize
     // on this platform can only be Partial forever, which the limit prevents.
-    let Some(total) = usize::try_from(header.payload_len)
-        .ok()
-        .and_then(|n| n.checked_add(header.header_len))
-    else {
+    let Some(total) = header.frame_len() else {
         return Ok(Status::Partial);
     };
     let Some(frame) = buf.get_mut(..total) else {

@@ -299,7 +299,7 @@ impl Utf8Stream {
                 for (n, piece) in rest.chunks(copy.len()).enumerate() {
                     let copy = &mut copy[..piece.len()];
                     copy.copy_from_slice(piece);
-                    frame::apply_mask(copy, key, offset + done + n * 256);
+                    frame::apply_mask(copy, key, offset + done + n * copy.len());
                     self.push(copy)?;
                 }
                 Ok(())

@@ -345,10 +345,7 @@ impl Server {
         else {
             return None;
         };
-        let whole = usize::try_from(header.payload_len)
-            .ok()?
-            .checked_add(header.header_len)?;
-        let missing = whole.checked_sub(conn.read_buf.len())?;
+        let missing = header.frame_len()?.checked_sub(conn.read_buf.len())?;
         (missing >= READ_BEHIND_FROM).then_some(missing.min(READ_CHUNK))
     }
 

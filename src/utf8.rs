@@ -28,17 +28,8 @@ pub const MIN_VECTOR_LEN: usize = 35;
 /// Checks `bytes`, which start at a character boundary. A character cut off at the end is [`Verdict::Incomplete`].
 #[inline]
 pub fn check(bytes: &[u8]) -> Verdict {
-    #[cfg(target_arch = "x86_64")]
-    if bytes.len() >= MIN_VECTOR_LEN && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: `avx2::has_error` requires AVX2, which the CPU has just been found to have, and at least
-        // `MIN_VECTOR_LEN` readable bytes, checked on the line above. Without `UNMASK` it writes nothing (so the
-        // pointer's `mut` is never used), and a zero key leaves the bytes as they are.
-        if unsafe { avx2::has_error::<false>(bytes.as_ptr().cast_mut(), bytes.len(), [0; 4]) } {
-            return Verdict::Invalid;
-        }
-        return last_character(bytes);
-    }
-    with_std(bytes)
+    // A zero key leaves the bytes as they are.
+    check_masked(bytes, [0; 4], 0).unwrap_or_else(|| with_std(bytes))
 }
 
 /// The whole of `bytes` as text, if it is valid UTF-8.
@@ -63,7 +54,7 @@ pub fn to_str(bytes: &[u8]) -> Option<&str> {
 pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
     #[cfg(target_arch = "x86_64")]
     if payload.len() >= MIN_VECTOR_LEN && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: as in `check`: AVX2 was just detected, and the length is checked on the line above; the
+        // SAFETY: as in `check_masked`: AVX2 was just detected, and the length is checked on the line above; the
         // pointer comes from a `&mut` of that length, so it may be written.
         let has_error =
             unsafe { avx2::has_error::<true>(payload.as_mut_ptr(), payload.len(), key) };
@@ -91,9 +82,11 @@ pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
 pub fn check_masked(masked: &[u8], key: [u8; 4], offset: usize) -> Option<Verdict> {
     #[cfg(target_arch = "x86_64")]
     if masked.len() >= MIN_VECTOR_LEN && std::arch::is_x86_feature_detected!("avx2") {
-        let key = crate::frame::rotate(key, offset); // as it stands at masked[0]
-                                                     // SAFETY: as in `check`: AVX2 was just detected, the length is checked on the line above, and without
-                                                     // `UNMASK` nothing is written.
+        // The key as it stands at masked[0].
+        let key = crate::frame::rotate(key, offset);
+        // SAFETY: `avx2::has_error` requires AVX2, which the CPU has just been found to have, and at least
+        // `MIN_VECTOR_LEN` readable bytes, checked on the line above. Without `UNMASK` it writes nothing (so the
+        // pointer's `mut` is never used).
         if unsafe { avx2::has_error::<false>(masked.as_ptr().cast_mut(), masked.len(), key) } {
             return Some(Verdict::Invalid);
         }
