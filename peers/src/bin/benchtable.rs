@@ -4,9 +4,10 @@
 //! benchtable [target/criterion]
 //! ```
 //!
-//! For each group (decode_binary, decode_text, decode_fragmented, encode_binary) and input, one
-//! row: the median time of each contender with its throughput, wsloop's time as a multiple of
-//! memcpy's, and each peer's time divided by wsloop's (above 1: wsloop is faster).
+//! For each group (decode_binary, decode_text, decode_fragmented, in_place_binary, in_place_text,
+//! encode_binary) and input, one row: the median time of each contender with its throughput,
+//! wsloop's time as a multiple of memcpy's, and each peer's time divided by wsloop's (above 1:
+//! wsloop is faster).
 
 use std::collections::BTreeMap;
 use std::fs;
