@@ -57,9 +57,11 @@ pub struct Assembler {
     max_message: usize,
     /// The data type of the fragmented message in progress, if any.
     open: Option<OpCode>,
-    /// The fragments so far.
+    /// The fragments so far of a binary message.
     buf: Vec<u8>,
-    /// UTF-8 state across the fragments of a text message.
+    /// The fragments so far of a text message, as whole characters checked on arrival.
+    text: String,
+    /// A character cut by the end of a text fragment, until the next one finishes it.
     utf8: Utf8Stream,
 }
 
@@ -110,7 +112,7 @@ impl Assembler {
                 if self.open.is_none() {
                     return Err(FrameError::UnexpectedContinuation);
                 }
-                self.check_size(self.buf.len(), frame.payload.len())?;
+                self.check_size(self.len(), frame.payload.len())?;
                 self.append(frame.payload)?;
                 if !frame.fin {
                     return Ok(None);
@@ -136,7 +138,7 @@ impl Assembler {
     ) -> Result<(), FrameError> {
         if header.opcode == OpCode::Continuation && self.open.is_some() {
             let announced = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
-            self.check_size(self.buf.len(), announced)?;
+            self.check_size(self.len(), announced)?;
         }
         let is_text = match header.opcode {
             OpCode::Text => !self.is_in_message(),
@@ -164,9 +166,15 @@ impl Assembler {
 
     /// Frees the fragment buffer once its message has been delivered, so an idle connection holds none.
     pub fn release(&mut self) {
-        if self.open.is_none() && self.buf.capacity() > 0 {
+        if self.open.is_none() {
             self.buf = Vec::new();
+            self.text = String::new();
         }
+    }
+
+    /// The bytes of the message in progress so far.
+    fn len(&self) -> usize {
+        self.buf.len() + self.text.len() + self.utf8.pending()
     }
 
     fn check_size(&self, have: usize, more: usize) -> Result<(), FrameError> {
@@ -183,25 +191,25 @@ impl Assembler {
     fn start(&mut self, opcode: OpCode) {
         self.open = Some(opcode);
         self.buf.clear();
+        self.text.clear();
         self.utf8 = Utf8Stream::default();
     }
 
     fn append(&mut self, payload: &[u8]) -> Result<(), FrameError> {
         if self.open == Some(OpCode::Text) {
-            // §8.1 fail fast: an invalid sequence fails on the fragment that carries it.
-            self.utf8.push(payload)?;
+            // §8.1 fail fast: an invalid sequence fails on the fragment that carries it. The characters are checked
+            // once, here, on their way into the text, which is then whole and valid when the last fragment comes.
+            let text = &mut self.text;
+            return self.utf8.push_with(payload, |whole| text.push_str(whole));
         }
         self.buf.extend_from_slice(payload);
         Ok(())
     }
 
     fn finish(&mut self) -> Result<Message<'_>, FrameError> {
-        let opcode = self.open.take();
-        if opcode == Some(OpCode::Text) {
+        if self.open.take() == Some(OpCode::Text) {
             self.utf8.finish()?;
-            // Every byte went through `Utf8Stream::push` and nothing is left incomplete, so this cannot fail;
-            // it is still checked rather than assumed, to keep this module free of `unsafe`.
-            return text(&self.buf).map(Message::Text);
+            return Ok(Message::Text(&self.text));
         }
         Ok(Message::Binary(&self.buf))
     }
@@ -236,7 +244,17 @@ pub struct Utf8Stream {
 
 impl Utf8Stream {
     /// Checks the next piece; fails as soon as the bytes so far cannot be the start of valid UTF-8.
-    pub fn push(&mut self, mut bytes: &[u8]) -> Result<(), FrameError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        self.push_with(bytes, |_| {})
+    }
+
+    /// [`Utf8Stream::push`], handing each run of whole characters to `whole` as it is found valid: the character
+    /// that an earlier piece began and this one finishes, then this piece's own up to a character it leaves cut.
+    pub fn push_with(
+        &mut self,
+        mut bytes: &[u8],
+        mut whole: impl FnMut(&str),
+    ) -> Result<(), FrameError> {
         if self.carry_len > 0 {
             // Complete the character that the previous piece left open, one byte at a time.
             while self.carry_len < 4 {
@@ -247,24 +265,29 @@ impl Utf8Stream {
                 self.carry_len += 1;
                 bytes = rest;
                 match std::str::from_utf8(&self.carry[..usize::from(self.carry_len)]) {
-                    Ok(_) => break,
+                    Ok(finished) => {
+                        whole(finished);
+                        break;
+                    }
                     Err(e) if e.error_len().is_some() => return Err(FrameError::InvalidUtf8),
                     Err(_) => {}
                 }
             }
             self.carry_len = 0;
         }
-        match utf8::check(bytes) {
-            Verdict::Valid => Ok(()),
-            Verdict::Invalid => Err(FrameError::InvalidUtf8),
-            Verdict::Incomplete(valid_up_to) => {
-                // An incomplete character at the very end: keep it for the next piece.
-                let tail = &bytes[valid_up_to..];
-                self.carry[..tail.len()].copy_from_slice(tail);
-                self.carry_len = tail.len() as u8;
-                Ok(())
-            }
-        }
+        let Some((valid, cut)) = utf8::split_complete(bytes) else {
+            return Err(FrameError::InvalidUtf8);
+        };
+        whole(valid);
+        // An incomplete character at the very end: keep it for the next piece.
+        self.carry[..cut.len()].copy_from_slice(cut);
+        self.carry_len = cut.len() as u8;
+        Ok(())
+    }
+
+    /// The bytes of a character cut off at the end of the last piece, kept for the next.
+    fn pending(&self) -> usize {
+        usize::from(self.carry_len)
     }
 
     /// [`Utf8Stream::push`] for bytes that are still masked: `masked` lies `offset` bytes into a frame's payload
@@ -458,6 +481,57 @@ mod tests {
             ),
             "€"
         );
+    }
+
+    #[test]
+    fn fragmented_text_is_assembled_exactly_at_every_pair_of_cuts() {
+        // Characters of one to four bytes, cut anywhere into three fragments: the text is checked once, fragment by
+        // fragment, and must come out whole; with one byte broken it must fail on the fragment that carries it.
+        let sample = "κόσμε €𝄞 ok, and long enough for 32-byte steps 😀".repeat(2);
+        let sample = sample.as_bytes();
+        let mut broken = sample.to_vec();
+        broken[71] = 0xff;
+        for first in 0..=sample.len() {
+            for second in first..=sample.len() {
+                let cuts = [
+                    (false, OpCode::Text, 0, first),
+                    (false, OpCode::Continuation, first, second),
+                ];
+                let mut a = Assembler::new(1000);
+                for (fin, op, from, to) in cuts {
+                    assert!(a.push(frame(fin, op, &sample[from..to])).unwrap().is_none());
+                }
+                let last = a.push(frame(true, OpCode::Continuation, &sample[second..]));
+                assert_eq!(
+                    text(last.unwrap()).as_bytes(),
+                    sample,
+                    "cut at {first}, {second}"
+                );
+
+                let mut a = Assembler::new(1000);
+                let results: Vec<bool> = [
+                    (false, OpCode::Text, 0, first),
+                    (false, OpCode::Continuation, first, second),
+                    (true, OpCode::Continuation, second, broken.len()),
+                ]
+                .into_iter()
+                .map(|(fin, op, from, to)| a.push(frame(fin, op, &broken[from..to])).is_ok())
+                .collect();
+                let carrier = if 71 < first {
+                    0
+                } else if 71 < second {
+                    1
+                } else {
+                    2
+                };
+                // 0xff is invalid wherever it stands, so the fragment holding it is the first to fail.
+                assert!(
+                    results[..carrier].iter().all(|&ok| ok),
+                    "cut at {first}, {second}"
+                );
+                assert!(!results[carrier], "cut at {first}, {second}");
+            }
+        }
     }
 
     #[test]

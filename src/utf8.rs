@@ -43,6 +43,20 @@ pub fn to_str(bytes: &[u8]) -> Option<&str> {
     }
 }
 
+/// `bytes` split into its whole characters, as text, and a last character that it begins and does not finish (none
+/// to three bytes); `None` if it is not UTF-8, whatever may follow.
+#[inline]
+pub fn split_complete(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let end = match check(bytes) {
+        Verdict::Valid => bytes.len(),
+        Verdict::Incomplete(end) => end,
+        Verdict::Invalid => return None,
+    };
+    let (whole, cut) = bytes.split_at(end);
+    // SAFETY: as in `to_str`: `check` found every byte before `end` valid, with `end` on a character boundary.
+    Some((unsafe { std::str::from_utf8_unchecked(whole) }, cut))
+}
+
 /// Unmasks a frame's payload in place (as [`frame::apply_mask`](crate::frame::apply_mask) does from offset 0) and
 /// returns the unmasked bytes, with the same bytes as text if they are valid UTF-8.
 ///
@@ -373,6 +387,13 @@ mod tests {
             verdict == Verdict::Valid,
             "on {bytes:02x?}"
         );
+        let split = split_complete(bytes).map(|(whole, cut)| (whole.as_bytes(), cut));
+        let expected_split = match verdict {
+            Verdict::Valid => Some((bytes, &[][..])),
+            Verdict::Incomplete(end) => Some(bytes.split_at(end)),
+            Verdict::Invalid => None,
+        };
+        assert_eq!(split, expected_split, "split, on {bytes:02x?}");
         // The same bytes as a masked frame's payload, with a key that differs in every byte.
         let key = [0x37, 0xFA, 0x21, 0x3D];
         let mut payload = bytes.to_vec();

@@ -216,8 +216,8 @@ pub fn assembler(data: &[u8]) {
     }
 }
 
-/// `utf8::check`, `utf8::to_str`, `utf8::check_masked` and `utf8::unmask_text` on arbitrary bytes, held to
-/// `std::str::from_utf8`.
+/// `utf8::check`, `utf8::to_str`, `utf8::split_complete`, `utf8::check_masked` and `utf8::unmask_text` on
+/// arbitrary bytes, held to `std::str::from_utf8`.
 ///
 /// The first four bytes are the masking key, the rest the text: what a text frame's payload is, masked with that
 /// key, must unmask to the same bytes `frame::apply_mask` gives, and be text exactly when std says so. The vector
@@ -240,6 +240,14 @@ pub fn utf8(data: &[u8]) {
         utf8::to_str(text).map(str::as_bytes),
         std::str::from_utf8(text).ok().map(str::as_bytes)
     );
+
+    let split = utf8::split_complete(text).map(|(whole, cut)| (whole.as_bytes(), cut));
+    let expected_split = match expected {
+        Verdict::Valid => Some((text, &[][..])),
+        Verdict::Incomplete(end) => Some(text.split_at(end)),
+        Verdict::Invalid => None,
+    };
+    assert_eq!(split, expected_split, "split_complete");
 
     // Masked from an offset into the payload (the key turned by it), checked where the bytes lie.
     let offset = usize::from(key[0] % 4);
