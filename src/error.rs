@@ -165,7 +165,7 @@ pub enum HandshakeError {
     NotGet,
     /// The request is HTTP/1.0.
     NotHttp11,
-    /// No `Host` header.
+    /// No `Host` header, or more than one.
     MissingHost,
     /// No `Upgrade` header with the `websocket` token.
     MissingUpgrade,
@@ -175,7 +175,7 @@ pub enum HandshakeError {
     MissingKey,
     /// A `Sec-WebSocket-Key` that does not base64-decode to 16 bytes.
     BadKey,
-    /// No `Sec-WebSocket-Version` header.
+    /// No `Sec-WebSocket-Version` header, or more than one.
     MissingVersion,
     /// A `Sec-WebSocket-Version` other than 13.
     UnsupportedVersion,
@@ -219,7 +219,9 @@ impl fmt::Display for HandshakeError {
             HandshakeError::NotHttp11 => {
                 write!(f, "the handshake must be HTTP/1.1 (RFC 6455 section 4.1)")
             }
-            HandshakeError::MissingHost => write!(f, "missing Host (RFC 6455 section 4.2.1)"),
+            HandshakeError::MissingHost => {
+                write!(f, "missing Host, or more than one (RFC 7230 section 5.4)")
+            }
             HandshakeError::MissingUpgrade => {
                 write!(f, "missing Upgrade: websocket (RFC 6455 section 4.2.1)")
             }
@@ -239,7 +241,10 @@ impl fmt::Display for HandshakeError {
                 )
             }
             HandshakeError::MissingVersion => {
-                write!(f, "missing Sec-WebSocket-Version (RFC 6455 section 4.2.1)")
+                write!(
+                    f,
+                    "missing Sec-WebSocket-Version, or more than one (RFC 6455 section 4.2.1)"
+                )
             }
             HandshakeError::UnsupportedVersion => {
                 write!(

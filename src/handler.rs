@@ -43,7 +43,8 @@ pub trait Handler {
     }
 
     /// Decides on a valid handshake before it is accepted: `Ok(None)` accepts it, `Ok(Some(p))` accepts it with
-    /// subprotocol `p` (one of `req.protocols()`), `Err(status)` refuses it with that HTTP status.
+    /// subprotocol `p` (one of `req.protocols()`; any other is a bug, answered with 500), `Err(status)` refuses it
+    /// with that HTTP status.
     fn accept(&mut self, req: &Request<'_>) -> Result<Option<String>, u16> {
         let _ = req;
         Ok(None)

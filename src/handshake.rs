@@ -39,6 +39,19 @@ impl<'a> Request<'a> {
         self.headers_named(name).next()
     }
 
+    /// The value of the header named `name` if the request has exactly one, and it is valid UTF-8. `None` if it has
+    /// none, or more than one (whatever their bytes), or one that is not text.
+    pub fn only_header(&self, name: &str) -> Option<&'a str> {
+        let mut named = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        match (named.next(), named.next()) {
+            (Some((_, value)), None) => std::str::from_utf8(value).ok().map(str::trim),
+            _ => None,
+        }
+    }
+
     /// Every value of the headers named `name`, in order.
     pub fn headers_named<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         self.headers
@@ -126,8 +139,8 @@ pub fn validate<'a>(req: &Request<'a>) -> Result<&'a str, HandshakeError> {
     if req.minor_version < 1 {
         return Err(HandshakeError::NotHttp11);
     }
-    // 2. "A |Host| header field".
-    if req.header("Host").is_none_or(str::is_empty) {
+    // 2. "A |Host| header field" (and only one: RFC 7230 §5.4).
+    if req.only_header("Host").is_none_or(str::is_empty) {
         return Err(HandshakeError::MissingHost);
     }
     // 3. "An |Upgrade| header field containing the value "websocket"".
@@ -139,11 +152,9 @@ pub fn validate<'a>(req: &Request<'a>) -> Result<&'a str, HandshakeError> {
         return Err(HandshakeError::MissingConnectionUpgrade);
     }
     // 5. "A |Sec-WebSocket-Key| header field with a base64-encoded value that, when decoded, is 16 bytes".
-    let mut keys = req.headers_named("Sec-WebSocket-Key");
-    let key = match (keys.next(), keys.next()) {
-        (Some(key), None) => key,
-        _ => return Err(HandshakeError::MissingKey),
-    };
+    let key = req
+        .only_header("Sec-WebSocket-Key")
+        .ok_or(HandshakeError::MissingKey)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(key)
         .map_err(|_| HandshakeError::BadKey)?;
@@ -151,7 +162,7 @@ pub fn validate<'a>(req: &Request<'a>) -> Result<&'a str, HandshakeError> {
         return Err(HandshakeError::BadKey);
     }
     // 6. "A |Sec-WebSocket-Version| header field, with a value of 13".
-    match req.header("Sec-WebSocket-Version") {
+    match req.only_header("Sec-WebSocket-Version") {
         None => Err(HandshakeError::MissingVersion),
         Some(VERSION) => Ok(key),
         Some(_) => Err(HandshakeError::UnsupportedVersion),
@@ -186,9 +197,11 @@ pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
 /// The refusal for `error`: its status, `Connection: close`, and a one-line text body naming the failed check.
 pub fn reject(error: &HandshakeError) -> Vec<u8> {
     let mut extra = String::new();
+    let mut connection = "close";
     if error.status() == 426 {
-        // §4.2.2: tell the client which version we speak.
+        // §4.2.2: tell the client which version we speak; RFC 7230 §6.7: an Upgrade header is named in Connection.
         extra.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+        connection = "Upgrade, close";
     }
     if error.status() == 503 {
         extra.push_str("Retry-After: 5\r\n");
@@ -199,7 +212,7 @@ pub fn reject(error: &HandshakeError) -> Vec<u8> {
         "text/plain; charset=utf-8",
         body.into_bytes(),
     )
-    .into_bytes_with(&extra)
+    .into_bytes_with(connection, &extra)
 }
 
 /// A plain HTTP response, for the user's HTTP handler (the chatroom serves its page with one).
@@ -225,16 +238,17 @@ impl HttpResponse {
 
     /// The response as bytes on the wire; the server closes the connection after it.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.into_bytes_with("")
+        self.into_bytes_with("close", "")
     }
 
-    fn into_bytes_with(self, extra_headers: &str) -> Vec<u8> {
+    fn into_bytes_with(self, connection: &str, extra_headers: &str) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n{}\r\n",
             self.status,
             reason_phrase(self.status),
             self.content_type,
             self.body.len(),
+            connection,
             extra_headers
         )
         .into_bytes();
@@ -349,6 +363,11 @@ mod tests {
                 HandshakeError::MissingHost,
             ),
             (
+                "two Host headers",
+                good.replace("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n"),
+                HandshakeError::MissingHost,
+            ),
+            (
                 "Upgrade: h2c",
                 good.replace("Upgrade: websocket", "Upgrade: h2c"),
                 HandshakeError::MissingUpgrade,
@@ -387,6 +406,14 @@ mod tests {
                 HandshakeError::MissingVersion,
             ),
             (
+                "versions 13 and 8",
+                good.replace(
+                    "Version: 13\r\n",
+                    "Version: 13\r\nSec-WebSocket-Version: 8\r\n",
+                ),
+                HandshakeError::MissingVersion,
+            ),
+            (
                 "version 12",
                 good.replace("Version: 13", "Version: 12"),
                 HandshakeError::UnsupportedVersion,
@@ -399,8 +426,21 @@ mod tests {
         let statuses: Vec<u16> = table.iter().map(|(_, _, e)| e.status()).collect();
         assert_eq!(
             statuses,
-            [400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 426]
+            [400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 400, 426]
         );
+    }
+
+    #[test]
+    fn a_second_key_counts_even_when_it_is_not_text() {
+        let head = [
+            RFC_REQUEST.trim_end().as_bytes(),
+            b"\r\nSec-WebSocket-Key: \xff\xfe\r\n\r\n",
+        ]
+        .concat();
+        let Ok(Status::Complete((req, _))) = parse_request(&head, 8192) else {
+            panic!("a complete head")
+        };
+        assert_eq!(validate(&req), Err(HandshakeError::MissingKey));
     }
 
     #[test]
@@ -411,6 +451,15 @@ mod tests {
             "{response}"
         );
         assert!(response.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        // RFC 7230 §6.7: a response that sends Upgrade names it in Connection too.
+        assert!(
+            response.contains("\r\nUpgrade: websocket\r\n"),
+            "{response}"
+        );
+        assert!(
+            response.contains("\r\nConnection: Upgrade, close\r\n"),
+            "{response}"
+        );
         assert!(response
             .ends_with("\r\n\r\nSec-WebSocket-Version must be 13 (RFC 6455 section 4.2.2)\n"));
     }

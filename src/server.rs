@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -557,6 +557,15 @@ impl Server {
             return Some(0);
         }
         let protocol = match handler.accept(&req) {
+            // §4.2.2: the server picks one of the protocols the client offered, or none.
+            Ok(Some(protocol)) if !req.protocols().any(|offered| offered == protocol) => {
+                error!(
+                    "{} the handler chose subprotocol {protocol:?}, which the client did not offer",
+                    self.conns[key].id
+                );
+                self.refuse(key, &HandshakeError::Refused(500));
+                return Some(0);
+            }
             Ok(protocol) => protocol,
             Err(status) => {
                 // Only a client or server error status is a refusal; anything else would confuse the client.

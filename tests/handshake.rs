@@ -99,6 +99,12 @@ fn each_bad_handshake_gets_its_status_and_the_server_still_serves() {
             "Host",
         ),
         (
+            "two Host headers",
+            good.replace("\r\n\r\n", "\r\nHost: elsewhere.example\r\n\r\n"),
+            400,
+            "Host",
+        ),
+        (
             "no Upgrade",
             good.replace("Upgrade: websocket\r\n", ""),
             400,
@@ -161,8 +167,12 @@ fn each_bad_handshake_gets_its_status_and_the_server_still_serves() {
             "{name}: body {body:?}"
         );
         assert_eq!(body.lines().count(), 1, "{name}: one line");
-        if status == 426 && name == "version 12" {
+        if status == 426 {
             assert!(head.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{head}");
+            assert!(
+                head.contains("\r\nConnection: Upgrade, close\r\n"),
+                "{head}"
+            );
         }
         common::assert_closed(&mut stream);
     }

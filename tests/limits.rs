@@ -529,7 +529,8 @@ fn allowed_origins_refuse_others_with_403() {
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hi"));
 }
 
-/// Accepts `chat.v2` if offered, refuses `/private` with 403 and `/gone` with 410, accepts the rest plainly.
+/// Accepts `chat.v2` if offered, refuses `/private` with 403 and `/gone` with 410, accepts the rest plainly; on
+/// `/careless` it picks a protocol nobody offered, with a header smuggled into it.
 struct Picky;
 
 impl Handler for Picky {
@@ -537,6 +538,7 @@ impl Handler for Picky {
         match req.path {
             "/private" => Err(403),
             "/gone" => Err(410),
+            "/careless" => Ok(Some("chat.v9\r\nX-Injected: yes".into())),
             _ => Ok(req
                 .protocols()
                 .find(|p| *p == "chat.v2")
@@ -573,7 +575,7 @@ fn accept_selects_a_subprotocol_or_refuses_with_a_status() {
         "no protocol chosen, none named: {head}"
     );
 
-    for (path, expected) in [("/private", 403), ("/gone", 410)] {
+    for (path, expected) in [("/private", 403), ("/gone", 410), ("/careless", 500)] {
         let (mut stream, (status, head, body)) = handshake_with(server.addr, path, "");
         assert_eq!(status, expected, "{path}: {head}");
         assert_one_line_body(&body);
