@@ -319,11 +319,13 @@ impl Utf8Stream {
             // No vector path for these bytes: unmask them into a copy, a piece at a time.
             None => {
                 let mut copy = [0u8; 256];
-                for (n, piece) in rest.chunks(copy.len()).enumerate() {
+                let mut at = offset + done;
+                for piece in rest.chunks(copy.len()) {
                     let copy = &mut copy[..piece.len()];
                     copy.copy_from_slice(piece);
-                    frame::apply_mask(copy, key, offset + done + n * copy.len());
+                    frame::apply_mask(copy, key, at);
                     self.push(copy)?;
+                    at += piece.len();
                 }
                 Ok(())
             }
@@ -485,6 +487,12 @@ mod tests {
 
     #[test]
     fn fragmented_text_is_assembled_exactly_at_every_pair_of_cuts() {
+        utf8::scalar_only::and_vector(
+            fragmented_text_is_assembled_exactly_at_every_pair_of_cuts_on_this_path,
+        );
+    }
+
+    fn fragmented_text_is_assembled_exactly_at_every_pair_of_cuts_on_this_path() {
         // Characters of one to four bytes, cut anywhere into three fragments: the text is checked once, fragment by
         // fragment, and must come out whole; with one byte broken it must fail on the fragment that carries it.
         let sample = "κόσμε €𝄞 ok, and long enough for 32-byte steps 😀".repeat(2);
@@ -550,10 +558,18 @@ mod tests {
 
     #[test]
     fn utf8_stream_agrees_with_std_for_every_split() {
-        let long = "κόσμε €𝄞 ok, long enough for 32-byte steps ".repeat(3);
+        utf8::scalar_only::and_vector(utf8_stream_agrees_with_std_for_every_split_on_this_path);
+    }
+
+    fn utf8_stream_agrees_with_std_for_every_split_on_this_path() {
+        // Long enough to be masked and checked in several 256-byte pieces where there is no vector path.
+        let long = "κόσμε €𝄞 ok, long enough for 32-byte steps ".repeat(14);
         let mut long_invalid = long.clone().into_bytes();
         long_invalid[77] = 0xff;
+        let mut invalid_late = long.clone().into_bytes();
+        invalid_late[600] = 0xc0;
         let samples: &[&[u8]] = &[
+            &invalid_late,
             "κόσμε €𝄞 ok".as_bytes(),
             long.as_bytes(),
             &long_invalid,
@@ -596,26 +612,28 @@ mod tests {
         broken[70] = 0xc0;
         let samples: [&[u8]; 3] = ["a𝄞😀b €".as_bytes(), long.as_bytes(), &broken];
         let key = [0x37, 0xfa, 0x21, 0x3d];
-        for sample in samples {
-            let expected = std::str::from_utf8(sample).is_ok();
-            let mut masked = sample.to_vec();
-            frame::apply_mask(&mut masked, key, 0);
-            for first in 0..=sample.len() {
-                for second in first..=sample.len() {
-                    let mut s = Utf8Stream::default();
-                    let ok = s
-                        .push_masked(&masked[..first], key, 0)
-                        .and_then(|_| s.push_masked(&masked[first..second], key, first))
-                        .and_then(|_| s.push_masked(&masked[second..], key, second))
-                        .and_then(|_| s.finish());
-                    assert_eq!(
-                        ok.is_ok(),
-                        expected,
-                        "{sample:x?} cut at {first} and {second}"
-                    );
+        utf8::scalar_only::and_vector(|| {
+            for sample in samples {
+                let expected = std::str::from_utf8(sample).is_ok();
+                let mut masked = sample.to_vec();
+                frame::apply_mask(&mut masked, key, 0);
+                for first in 0..=sample.len() {
+                    for second in first..=sample.len() {
+                        let mut s = Utf8Stream::default();
+                        let ok = s
+                            .push_masked(&masked[..first], key, 0)
+                            .and_then(|_| s.push_masked(&masked[first..second], key, first))
+                            .and_then(|_| s.push_masked(&masked[second..], key, second))
+                            .and_then(|_| s.finish());
+                        assert_eq!(
+                            ok.is_ok(),
+                            expected,
+                            "{sample:x?} cut at {first} and {second}"
+                        );
+                    }
                 }
             }
-        }
+        });
     }
 
     #[test]

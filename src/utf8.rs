@@ -67,7 +67,7 @@ pub fn split_complete(bytes: &[u8]) -> Option<(&str, &[u8])> {
 #[inline]
 pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
     #[cfg(target_arch = "x86_64")]
-    if payload.len() >= MIN_VECTOR_LEN && std::arch::is_x86_feature_detected!("avx2") {
+    if payload.len() >= MIN_VECTOR_LEN && has_avx2() {
         // SAFETY: as in `check_masked`: AVX2 was just detected, and the length is checked on the line above; the
         // pointer comes from a `&mut` of that length, so it may be written.
         let has_error =
@@ -95,7 +95,7 @@ pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn check_masked(masked: &[u8], key: [u8; 4], offset: usize) -> Option<Verdict> {
     #[cfg(target_arch = "x86_64")]
-    if masked.len() >= MIN_VECTOR_LEN && std::arch::is_x86_feature_detected!("avx2") {
+    if masked.len() >= MIN_VECTOR_LEN && has_avx2() {
         // The key as it stands at masked[0].
         let key = crate::frame::rotate(key, offset);
         // SAFETY: `avx2::has_error` requires AVX2, which the CPU has just been found to have, and at least
@@ -115,6 +115,38 @@ pub fn check_masked(masked: &[u8], key: [u8; 4], offset: usize) -> Option<Verdic
         });
     }
     None
+}
+
+/// Whether the vector path may run: the CPU has AVX2, and, in this crate's own tests, the test has not turned the
+/// path off on this thread (see [`scalar_only`]) to hold the other path to the same answers.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn has_avx2() -> bool {
+    #[cfg(test)]
+    if scalar_only::is_on() {
+        return false;
+    }
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+/// For tests: the paths that a CPU without AVX2 takes, taken on this one.
+#[cfg(test)]
+pub(crate) mod scalar_only {
+    use std::cell::Cell;
+
+    thread_local!(static ON: Cell<bool> = const { Cell::new(false) });
+
+    pub(crate) fn is_on() -> bool {
+        ON.with(Cell::get)
+    }
+
+    /// Runs `check` twice on this thread: as this CPU runs it, then with the vector path turned off.
+    pub(crate) fn and_vector(check: impl Fn()) {
+        check();
+        ON.with(|on| on.set(true));
+        check();
+        ON.with(|on| on.set(false));
+    }
 }
 
 fn with_std(bytes: &[u8]) -> Verdict {
@@ -486,6 +518,10 @@ mod tests {
 
     #[test]
     fn every_length_of_mixed_text_with_each_byte_broken() {
+        scalar_only::and_vector(every_length_of_mixed_text_with_each_byte_broken_on_this_path);
+    }
+
+    fn every_length_of_mixed_text_with_each_byte_broken_on_this_path() {
         let sample = "wsloop says héllo, wörld ✓ 😀 ".repeat(4);
         let sample = sample.as_bytes();
         for len in 0..sample.len() {
