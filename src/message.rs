@@ -360,10 +360,11 @@ pub fn parse_close(payload: &[u8]) -> Result<Option<(u16, &str)>, FrameError> {
     }
 }
 
-/// §7.4.1-§7.4.2: codes a peer may send. 1004-1006 and 1015 are reserved or never sent on the wire; 1016-2999
-/// belong to the RFC and its extensions; 3000-4999 are for libraries and applications.
+/// §7.4.1-§7.4.2: codes a peer may send. 1004-1006 and 1015 are reserved or never sent on the wire; 1012-1014
+/// (service restart, try again later, bad gateway) were registered with IANA after the RFC (§11.7) and are sent by
+/// servers and proxies; the rest of 1000-2999 is unassigned; 3000-4999 are for libraries and applications.
 pub fn is_valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 #[cfg(test)]
@@ -697,10 +698,12 @@ mod tests {
         for (payload, expected) in table {
             assert_eq!(&parse_close(payload), expected, "{payload:x?}");
         }
-        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011] {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+        ] {
             assert!(is_valid_close_code(code), "{code}");
         }
-        for code in [0, 1004, 1005, 1006, 1012, 1015, 1016, 2999, 5000, 65535] {
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
             assert!(!is_valid_close_code(code), "{code}");
         }
     }
