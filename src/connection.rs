@@ -19,6 +19,10 @@ use crate::message::{Assembler, Probe};
 
 /// [`Connection::read_behind`] grows the buffer when less room than this is left behind its bytes.
 const MIN_READ_BEHIND: usize = 4096;
+/// At most this many pongs wait to be written; the pong for one more ping replaces the newest of them (§5.5.3: an
+/// endpoint may answer only the most recent of the pings it has not answered yet). A peer that reads gets a pong for
+/// every ping; one that pings without reading costs at most this many.
+pub(crate) const MAX_QUEUED_PONGS: usize = 16;
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
 /// newer client that happens to get the same slab slot.
@@ -76,6 +80,18 @@ impl Bytes {
     }
 }
 
+/// What a queued chunk is, for where it goes in the queue and whether it may be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A data frame, a close frame or an HTTP response: in order, behind everything queued before it.
+    Data,
+    /// A ping or the `101` that opens the connection: never dropped, not counted against `max_buffered`, and may go
+    /// ahead of queued data frames, though never ahead of another control chunk.
+    Control,
+    /// A control chunk that answers a ping, and may be replaced by the answer to a later one.
+    Pong,
+}
+
 /// One frame (or HTTP response) waiting to be written.
 ///
 /// Usually `body` is the whole frame, encoded in one buffer. A large payload the application handed over is not
@@ -83,9 +99,7 @@ impl Bytes {
 pub(crate) struct Chunk {
     head: Head,
     body: Bytes,
-    /// A control frame (or the `101` that opens the connection): never dropped, not counted against
-    /// `max_buffered`, and may go ahead of queued data frames, though never ahead of another control chunk.
-    is_control: bool,
+    kind: Kind,
 }
 
 impl Chunk {
@@ -94,7 +108,7 @@ impl Chunk {
         Chunk {
             head,
             body,
-            is_control: false,
+            kind: Kind::Data,
         }
     }
 
@@ -103,11 +117,15 @@ impl Chunk {
         Chunk::data(Head::NONE, Bytes::Owned(frame))
     }
 
-    fn control(frame: Vec<u8>) -> Chunk {
+    fn control(kind: Kind, frame: Vec<u8>) -> Chunk {
         Chunk {
-            is_control: true,
+            kind,
             ..Chunk::owned(frame)
         }
+    }
+
+    fn is_control(&self) -> bool {
+        self.kind != Kind::Data
     }
 
     pub fn len(&self) -> usize {
@@ -275,48 +293,68 @@ impl Connection {
     pub fn push(&mut self, chunk: Chunk) {
         let len = chunk.len();
         self.buffered += len;
-        if !chunk.is_control {
+        if !chunk.is_control() {
             self.data_queued += len;
         }
         self.out.push_back(chunk);
     }
 
-    /// Bytes of control frames not yet written (pongs a peer asked for and has not read).
-    pub fn control_queued(&self) -> usize {
-        let data_written = match self.out.front() {
-            Some(chunk) if !chunk.is_control => self.out_pos,
-            _ => 0,
-        };
-        self.buffered - (self.data_queued - data_written)
-    }
-
     /// Data bytes waiting behind the message being written, plus what their queue entries cost: what the
-    /// slow-reader limit is about. That message (the
-    /// first data chunk, even with a pong queued ahead of it) is left out, so that one message larger than the
-    /// limit can still go out to a reader that keeps up.
+    /// slow-reader limit is about. That message (the first data chunk, even with pongs queued ahead of it) is left
+    /// out, so that one message larger than the limit can still go out to a reader that keeps up.
     pub fn backlog(&self) -> usize {
-        // Only a few control chunks can stand ahead of it (a flood of pings is cut off long before), so a short
-        // look from the front finds it.
+        // Only the few control chunks can stand ahead of it, so a short look from the front finds it.
         let going_out = self
             .out
             .iter()
-            .take(8)
-            .find(|chunk| !chunk.is_control)
+            .take(self.controls_end() + 1)
+            .find(|chunk| !chunk.is_control())
             .map_or(0, Chunk::len);
         // Each queued frame also costs its queue entry: counting it keeps a flood of empty frames bounded too.
         self.data_queued - going_out + self.out.len() * std::mem::size_of::<Chunk>()
     }
 
-    /// Queues a control frame ahead of queued data frames (but behind other control frames and behind a frame that
-    /// is half written), so a pong is never stuck behind megabytes of data for a slow reader.
+    /// Queues a control frame (a ping, the `101`) ahead of queued data frames, but behind other control frames and
+    /// behind a frame that is half written.
     pub fn push_control(&mut self, frame: Vec<u8>) {
+        let at = self.controls_end();
+        self.buffered += frame.len();
+        self.out.insert(at, Chunk::control(Kind::Control, frame));
+    }
+
+    /// Queues a pong as [`Connection::push_control`] queues a control frame, so it is never stuck behind megabytes
+    /// of data for a slow reader; if [`MAX_QUEUED_PONGS`] are already waiting, it takes the place of the newest.
+    pub fn push_pong(&mut self, pong: Vec<u8>) {
+        let (first, end) = (usize::from(self.out_pos > 0), self.controls_end());
+        let waiting = self
+            .out
+            .range(first..end)
+            .filter(|chunk| chunk.kind == Kind::Pong)
+            .count();
+        if waiting < MAX_QUEUED_PONGS {
+            self.buffered += pong.len();
+            self.out.insert(end, Chunk::control(Kind::Pong, pong));
+            return;
+        }
+        let newest = self
+            .out
+            .range_mut(first..end)
+            .rev()
+            .find(|chunk| chunk.kind == Kind::Pong)
+            .expect("MAX_QUEUED_PONGS pongs are waiting");
+        self.buffered = self.buffered - newest.len() + pong.len();
+        *newest = Chunk::control(Kind::Pong, pong);
+    }
+
+    /// Where the control chunks at the front of the queue end: a chunk that is half written stays first, then come
+    /// the control chunks, then the data. Control chunks are few (at most `MAX_QUEUED_PONGS` pongs, a ping, the
+    /// `101`), so the walk is short.
+    fn controls_end(&self) -> usize {
         let mut at = usize::from(self.out_pos > 0);
-        while self.out.get(at).is_some_and(|chunk| chunk.is_control) {
+        while self.out.get(at).is_some_and(Chunk::is_control) {
             at += 1;
         }
-        self.buffered += frame.len();
-        self.out
-            .insert(at.min(self.out.len()), Chunk::control(frame));
+        at.min(self.out.len())
     }
 
     /// Drops every queued data frame that has not started to go out; returns the bytes dropped.
@@ -326,14 +364,14 @@ impl Connection {
         let mut index = 0;
         let started = self.out_pos > 0;
         self.out.retain(|chunk| {
-            let keep = (index == 0 && started) || chunk.is_control;
+            let keep = (index == 0 && started) || chunk.is_control();
             index += 1;
             keep
         });
         self.data_queued = self
             .out
             .iter()
-            .filter(|c| !c.is_control)
+            .filter(|c| !c.is_control())
             .map(Chunk::len)
             .sum();
         let queued: usize = self.out.iter().map(Chunk::len).sum();
@@ -388,7 +426,7 @@ impl Connection {
             written -= left;
             self.out_pos = 0;
             if let Some(done) = self.out.pop_front() {
-                if !done.is_control {
+                if !done.is_control() {
                     self.data_queued -= done.len();
                 }
             }
@@ -474,9 +512,9 @@ mod tests {
         let entry = std::mem::size_of::<Chunk>();
         conn.push(Chunk::owned(vec![0; 5 << 20]));
         assert_eq!(conn.backlog(), entry);
-        conn.push_control(vec![0x8a, 0x00]);
+        conn.push_pong(vec![0x8a, 0x00]);
         assert!(
-            conn.out.front().is_some_and(|c| c.is_control),
+            conn.out.front().is_some_and(Chunk::is_control),
             "the pong goes first"
         );
         assert_eq!(
@@ -486,8 +524,13 @@ mod tests {
         );
         conn.push(Chunk::owned(vec![0; 10]));
         assert_eq!(conn.backlog(), 10 + 3 * entry);
-        assert_eq!(conn.control_queued(), 2);
         assert_eq!(conn.buffered(), (5 << 20) + 12);
+        // Still so behind as many pongs as may wait, and a ping of the server's own.
+        for _ in 1..MAX_QUEUED_PONGS {
+            conn.push_pong(vec![0x8a, 0x00]);
+        }
+        conn.push_control(vec![0x89, 0x00]);
+        assert_eq!(conn.backlog(), 10 + (MAX_QUEUED_PONGS + 3) * entry);
     }
 
     #[test]
@@ -499,13 +542,10 @@ mod tests {
             Head::NONE,
             Bytes::Shared(Arc::new(vec![2; 50])),
         ));
-        conn.push_control(vec![0x8a, 0x00]);
+        conn.push_pong(vec![0x8a, 0x00]);
         assert_eq!(conn.discard_unsent(), 150);
         let entry = std::mem::size_of::<Chunk>();
-        assert_eq!(
-            (conn.buffered(), conn.backlog(), conn.control_queued()),
-            (14, 2 * entry, 14)
-        );
+        assert_eq!((conn.buffered(), conn.backlog()), (14, 2 * entry));
         assert!(conn
             .write_pending()
             .expect("a loopback socket takes 14 bytes"));
@@ -544,7 +584,7 @@ mod tests {
             Head::new(true, OpCode::Binary, shared.len()),
             Bytes::Shared(shared.clone()),
         ));
-        conn.push_control(vec![0x8a, 0x00]);
+        conn.push_pong(vec![0x8a, 0x00]);
         let total = conn.buffered();
         assert_eq!(total, 4 + 10 + payload.len() + 10 + shared.len() + 2);
         let mut received = Vec::with_capacity(total);
@@ -571,5 +611,52 @@ mod tests {
             received == expected,
             "the bytes differ from the frames queued"
         );
+    }
+
+    #[test]
+    fn pongs_for_a_peer_that_does_not_read_are_capped_and_the_newest_ping_is_answered() {
+        use crate::frame::{self, OpCode};
+        use std::io::Read;
+        let (mut conn, mut peer) = connection();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        // A message larger than the socket buffers starts going out; the peer reads nothing yet.
+        let payload = vec![0x5a; 8 << 20];
+        conn.push(Chunk::data(
+            Head::new(true, OpCode::Binary, payload.len()),
+            Bytes::Owned(payload.clone()),
+        ));
+        assert!(!conn.write_pending().expect("write"), "the socket is full");
+        let pong = |i: u32| {
+            let mut out = Vec::new();
+            frame::encode(&mut out, true, OpCode::Pong, &i.to_be_bytes());
+            out
+        };
+        for i in 0..100_000 {
+            conn.push_pong(pong(i));
+            assert!(conn.out.len() <= 1 + MAX_QUEUED_PONGS, "after {i} pings");
+        }
+        let queued: usize = conn.out.iter().map(Chunk::len).sum();
+        assert_eq!(conn.buffered(), queued - conn.out_pos, "the accounting");
+
+        let mut expected = Head::new(true, OpCode::Binary, payload.len())
+            .as_bytes()
+            .to_vec();
+        expected.extend_from_slice(&payload);
+        // The first pongs as they came, then the last ping's in place of the newest of them.
+        let answered = (0..MAX_QUEUED_PONGS as u32 - 1).chain([99_999]);
+        expected.extend(answered.flat_map(pong));
+        let mut received = Vec::with_capacity(expected.len());
+        let mut buf = vec![0; 1 << 16];
+        while received.len() < expected.len() {
+            if conn.buffered() > 0 {
+                conn.write_pending().expect("write");
+            }
+            let n = peer.read(&mut buf).expect("read");
+            assert!(n > 0, "the socket closed early");
+            received.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(conn.buffered(), 0);
+        assert!(received == expected, "not the frames expected");
     }
 }

@@ -278,6 +278,11 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 break;
             };
+            if conn.is_read_eof {
+                // The peer's FIN was read on an earlier wake-up: nothing more will come, and reading it again must
+                // not start closing again (and push its timeout back).
+                break;
+            }
             let read = match behind {
                 Some(max) => conn.read_behind(max),
                 None => conn
@@ -470,17 +475,13 @@ impl Server {
                 );
                 self.apply_actions(handler);
             }
-            Event::Ping(_) if conn.control_queued() > self.config.max_buffered => {
-                // Pongs jump the queue and are not refused, but a peer that pings without reading is not a slow
-                // reader, it is a flood: left alone, its pongs would grow the queue without bound.
-                self.overflow(handler, key);
-            }
             Event::Ping(payload) => {
-                // §5.5.2: answer a ping with a pong carrying the same payload, as soon as possible.
+                // §5.5.2: answer a ping with a pong carrying the same payload, as soon as possible. A peer that
+                // pings without reading gets its pongs replaced by newer ones, not queued without bound (§5.5.3).
                 let mut pong = Vec::with_capacity(2 + payload.len());
                 frame::encode(&mut pong, true, OpCode::Pong, payload);
                 trace_frame(id, ">", &pong);
-                conn.push_control(pong);
+                conn.push_pong(pong);
                 self.mark_dirty(key);
             }
             Event::Pong(_) => {} // proof of life; `last_seen` is already updated

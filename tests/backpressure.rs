@@ -220,3 +220,97 @@ fn a_plain_get_then_a_half_close_gets_a_large_response_whole() {
         + 4;
     assert_eq!(all.len() - head_end, 32 << 20, "the body was cut short");
 }
+
+/// A peer that pings without reading, behind an echo its socket cannot take: its pongs are replaced by newer ones
+/// instead of piling up (RFC 6455 §5.5.3), so the loop stays quick for everyone else; when it reads at last, it
+/// gets the echo, a bounded number of pongs in order, and the answer to its last ping.
+#[test]
+fn a_ping_flood_from_a_peer_that_does_not_read_stays_bounded_and_the_last_ping_is_answered() {
+    const PINGS: u32 = 300_000;
+    let server = echo();
+    let mut flooder = handshaken(server.addr);
+    flooder
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let echo_len = 8 << 20;
+    flooder
+        .write_all(&masked(true, OpCode::Binary, &vec![5u8; echo_len]))
+        .unwrap();
+    let mut writer = flooder.try_clone().unwrap();
+    let pinging = thread::spawn(move || {
+        let pings: Vec<u8> = (0..PINGS)
+            .flat_map(|i| masked(true, OpCode::Ping, &i.to_be_bytes()))
+            .collect();
+        writer.write_all(&pings).unwrap();
+    });
+    // Meanwhile the others are served.
+    let mut other = common::client(server.addr);
+    other
+        .send(tungstenite::Message::text("still quick"))
+        .unwrap();
+    assert_eq!(
+        other.read().unwrap(),
+        tungstenite::Message::text("still quick")
+    );
+    pinging.join().unwrap();
+    thread::sleep(Duration::from_millis(200));
+
+    let (mut echoed, mut pongs) = (false, Vec::new());
+    while pongs.last() != Some(&(PINGS - 1)) {
+        let (_, opcode, payload) = read_frame(&mut flooder).expect("the last pong");
+        match opcode {
+            OpCode::Binary => {
+                assert_eq!(payload.len(), echo_len);
+                echoed = true;
+            }
+            OpCode::Pong => pongs.push(u32::from_be_bytes(payload[..4].try_into().unwrap())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(echoed, "the echo came");
+    assert!(
+        pongs.windows(2).all(|w| w[0] < w[1]),
+        "pongs answer pings in order"
+    );
+    assert!(
+        pongs.len() < 1000,
+        "{} pongs queued for a peer that did not read",
+        pongs.len()
+    );
+}
+
+/// A peer that half-closes, then reads its long reply slowly: the reply gets the close timeout from the FIN and
+/// no more, however often the socket wakes the server up meanwhile.
+#[test]
+fn a_half_closed_peer_that_reads_slowly_is_cut_off_at_the_close_timeout() {
+    let config = Config {
+        close_timeout: Duration::from_millis(1200),
+        max_message: 32 << 20,
+        ..Config::default()
+    };
+    let server = common::start(config, common::Echo);
+    let mut stream = handshaken(server.addr);
+    socket2::SockRef::from(&stream)
+        .set_recv_buffer_size(32 << 10)
+        .unwrap();
+    let len = 24 << 20;
+    stream
+        .write_all(&masked(true, OpCode::Binary, &vec![3u8; len]))
+        .unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    // 64 KiB every 20 ms: the whole echo would take about 8 s. The close timeout allows 1.2 s, about 4 MB, and
+    // what the kernel still holds when the server closes (a few MB) arrives after it.
+    let mut received = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    for _ in 0..1000 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        received < len / 2,
+        "{received} bytes went out to a peer that half-closed: the close timeout was pushed back"
+    );
+}
