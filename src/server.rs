@@ -47,6 +47,8 @@ pub const WAKER: Token = Token(usize::MAX);
 
 /// How long accepting pauses when the process is out of file descriptors (or the kernel out of buffers).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Failed accepts in a row that are taken for the failing connections' own before accepting pauses.
+const ACCEPT_RETRIES: u32 = 8;
 /// The shared read buffer: complete frames are decoded straight out of it, without a per-connection copy.
 const READ_CHUNK: usize = 64 * 1024;
 /// A frame that still lacks this many bytes has them read straight into its connection's buffer, not copied there.
@@ -214,21 +216,29 @@ impl Server {
         if self.stopping_since.is_some() || self.accept_paused_until.is_some() {
             return;
         }
+        let mut failures_in_a_row = 0;
         loop {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if would_block(&e) => return,
-                Err(e) if interrupted(&e) || e.kind() == io::ErrorKind::ConnectionAborted => {
-                    continue
+                Err(e) if interrupted(&e) => continue,
+                Err(e) if failures_in_a_row < ACCEPT_RETRIES => {
+                    // The error may be the one connection's, which failed while it waited (ECONNABORTED; on Linux
+                    // also EPROTO and the network errors that accept(2) lists): the next may be fine.
+                    debug!("accept failed ({e}); trying the next connection");
+                    failures_in_a_row += 1;
+                    continue;
                 }
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS: retrying at once would spin. Serve the connections we have and
+                    // The same failure again and again is the process's own: out of file descriptors or memory
+                    // (EMFILE, ENFILE, ENOBUFS). Retrying at once would spin. Serve the connections we have and
                     // try again shortly; the waiting clients stay in the kernel's backlog meanwhile.
                     warn!("accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}");
                     self.accept_paused_until = Some(self.now + ACCEPT_BACKOFF);
                     return;
                 }
             };
+            failures_in_a_row = 0;
             if self.conns.len() - self.users >= self.config.max_pending {
                 self.stats.shed += 1;
                 debug!(
