@@ -1,8 +1,11 @@
 //! Prints criterion's results for the frame bench as compact tables of medians and ratios.
 //!
 //! ```text
-//! benchtable [target/criterion]
+//! benchtable [target/criterion ...]
 //! ```
+//!
+//! Given the results of several runs (copies of criterion's directory, as `scripts/bench.sh --runs N`
+//! keeps them), each figure is the median over the runs of criterion's median in each.
 //!
 //! For each group (decode_binary, decode_text, decode_fragmented, in_place_binary, in_place_text,
 //! encode_binary) and input, one row: the median time of each contender with its throughput,
@@ -16,19 +19,21 @@ use std::path::Path;
 const CONTENDERS: [&str; 4] = ["memcpy", "wsloop", "tungstenite", "fastwebsockets"];
 
 struct Result {
-    median_ns: f64,
+    /// Criterion's median in each run.
+    runs_ns: Vec<f64>,
     /// ("Bytes" or "Elements", count per iteration)
     throughput: Option<(String, f64)>,
 }
 
 fn main() {
-    let root = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/criterion".into());
+    let mut roots: Vec<String> = std::env::args().skip(1).collect();
+    if roots.is_empty() {
+        roots.push("target/criterion".into());
+    }
     // group -> input -> contender -> result
     let mut groups: BTreeMap<String, BTreeMap<String, BTreeMap<String, Result>>> = BTreeMap::new();
     let mut inputs_in_order: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for group in read_dirs(Path::new(&root)) {
+    for group in roots.iter().flat_map(|root| read_dirs(Path::new(root))) {
         for contender in read_dirs(&group) {
             for input in read_dirs(&contender) {
                 let dir = input.join("new");
@@ -59,23 +64,27 @@ fn main() {
                     .or_default()
                     .entry(value)
                     .or_default()
-                    .insert(
-                        function_id,
-                        Result {
-                            median_ns,
-                            throughput,
-                        },
-                    );
+                    .entry(function_id)
+                    .or_insert(Result {
+                        runs_ns: Vec::new(),
+                        throughput,
+                    })
+                    .runs_ns
+                    .push(median_ns);
             }
         }
     }
     if groups.is_empty() {
-        eprintln!("no criterion results under {root}: run `cargo bench --bench frame` first");
+        eprintln!(
+            "no criterion results under {}: run `cargo bench --bench frame` first",
+            roots.join(", ")
+        );
         std::process::exit(1);
     }
+    let runs = roots.len();
 
     for (group, inputs) in &groups {
-        println!("\n{group}  (median per input; throughput; wsloop/memcpy time; peer time / wsloop time, >1 = wsloop faster)");
+        println!("\n{group}  (median per input over {runs} run(s); throughput; wsloop/memcpy time; peer time / wsloop time, >1 = wsloop faster)");
         println!(
             "{:<22} {:>22} {:>22} {:>22} {:>22} {:>8} {:>8} {:>8}",
             "input",
@@ -93,7 +102,7 @@ fn main() {
             let row = &inputs[&input];
             let cell = |name: &str| row.get(name).map_or("-".to_string(), format_result);
             let ratio = |a: &str, b: &str| match (row.get(a), row.get(b)) {
-                (Some(a), Some(b)) => format!("{:.2}", a.median_ns / b.median_ns),
+                (Some(a), Some(b)) => format!("{:.2}", a.median_ns() / b.median_ns()),
                 _ => "-".into(),
             };
             println!(
@@ -111,17 +120,27 @@ fn main() {
     }
 }
 
+impl Result {
+    /// The median over the runs (the upper one of the middle two, for an even count).
+    fn median_ns(&self) -> f64 {
+        let mut runs = self.runs_ns.clone();
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    }
+}
+
 fn format_result(r: &Result) -> String {
-    let time = match r.median_ns {
+    let median_ns = r.median_ns();
+    let time = match median_ns {
         t if t >= 1e6 => format!("{:.2} ms", t / 1e6),
         t if t >= 1e3 => format!("{:.1} us", t / 1e3),
         t => format!("{t:.0} ns"),
     };
     let rate = match &r.throughput {
         Some((kind, n)) if kind == "Bytes" => {
-            format!("{:.1} GiB/s", n / r.median_ns * 1e9 / (1u64 << 30) as f64)
+            format!("{:.1} GiB/s", n / median_ns * 1e9 / (1u64 << 30) as f64)
         }
-        Some((_, n)) => format!("{:.0} M/s", n / r.median_ns * 1e3),
+        Some((_, n)) => format!("{:.0} M/s", n / median_ns * 1e3),
         None => String::new(),
     };
     format!("{time} {rate}")
