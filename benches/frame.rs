@@ -85,9 +85,9 @@ fn apply_mask(c: &mut Criterion) {
     group.finish();
 }
 
-/// A 1 MiB text frame of mixed UTF-8 arriving in 64 KiB reads, as the server meets it: after each read the
-/// fail-fast probe checks the bytes that came (`Assembler::check_partial`); once the frame is whole it is decoded
-/// and assembled, which unmasks it and checks it again.
+/// A 1 MiB text frame of mixed UTF-8 arriving in 64 KiB reads, as the server meets it: after each read the probe
+/// unmasks the bytes that came and checks them (`Probe::decode`); once the frame is whole the rest is unmasked and
+/// the text is checked once more, whole, by the assembler.
 fn partial_text(c: &mut Criterion) {
     let mut group = c.benchmark_group("partial_text");
     let mut text = "wsloop says héllo, wörld ✓ ".repeat(40_000);
@@ -110,16 +110,15 @@ fn partial_text(c: &mut Criterion) {
             |buf| {
                 let mut assembler = Assembler::new(1 << 30);
                 let mut probe = Probe::default();
-                let Ok(Status::Complete(header)) = frame::decode_header(buf, &server) else {
-                    panic!("a header")
-                };
                 for have in (READ..buf.len()).step_by(READ) {
-                    let arrived = &buf[header.header_len..have];
-                    assembler
-                        .check_partial(&header, black_box(arrived), &mut probe)
-                        .expect("valid so far");
+                    let arrived = black_box(&mut buf[..have]);
+                    match probe.decode(arrived, &server, &assembler) {
+                        Ok(Status::Partial) => {}
+                        other => panic!("{other:?}"),
+                    }
                 }
-                let Ok(Status::Complete((frame, _))) = frame::decode(buf, &server) else {
+                let Ok(Status::Complete((frame, _))) = probe.decode(buf, &server, &assembler)
+                else {
                     panic!("a whole frame")
                 };
                 match assembler.push(frame) {

@@ -258,29 +258,43 @@ pub fn decode<'a>(
     buf: &'a mut [u8],
     limits: &Limits,
 ) -> Result<Status<(Frame<'a>, usize)>, FrameError> {
-    let header = match decode_header(buf, limits)? {
-        Status::Complete(header) => header,
-        Status::Partial => return Ok(Status::Partial),
-    };
+    match decode_header(buf, limits)? {
+        Status::Complete(header) => Ok(decode_body(buf, &header, 0)),
+        Status::Partial => Ok(Status::Partial),
+    }
+}
+
+/// The frame that `header` (read from the front of `buf`) begins, once `buf` holds all of it; `Partial` until then.
+/// Its payload is unmasked in place, all but the first `unmasked` bytes, which were unmasked already as they
+/// arrived ([`crate::message::Probe`]).
+#[inline]
+pub fn decode_body<'a>(
+    buf: &'a mut [u8],
+    header: &Header,
+    unmasked: usize,
+) -> Status<(Frame<'a>, usize)> {
     // payload_len <= max_payload, which the caller sized to fit in memory; a length that does not fit in usize
     // on this platform can only be Partial forever, which the limit prevents.
     let Some(total) = header.frame_len() else {
-        return Ok(Status::Partial);
+        return Status::Partial;
     };
     let Some(frame) = buf.get_mut(..total) else {
-        return Ok(Status::Partial);
+        return Status::Partial;
     };
     let payload = &mut frame[header.header_len..];
     let (payload, text) = match header.masking_key {
         // Invalid text is left to the assembler, which says what is wrong with it.
-        Some(key) if header.opcode == OpCode::Text && header.fin => utf8::unmask_text(payload, key),
+        Some(key) if unmasked == 0 && header.opcode == OpCode::Text && header.fin => {
+            utf8::unmask_text(payload, key)
+        }
         Some(key) => {
-            apply_mask(payload, key, 0);
+            let still_masked = payload.get_mut(unmasked..).unwrap_or_default();
+            apply_mask(still_masked, key, unmasked);
             (&*payload, None)
         }
         None => (&*payload, None),
     };
-    Ok(Status::Complete((
+    Status::Complete((
         Frame {
             fin: header.fin,
             rsv: header.rsv,
@@ -289,7 +303,7 @@ pub fn decode<'a>(
             text,
         },
         total,
-    )))
+    ))
 }
 
 /// Payloads from this length on are unmasked 64 bytes a step; shorter ones 8 bytes a step.

@@ -7,8 +7,9 @@
 //! fragment that carries it (RFC 6455 §8.1), not at the end. Nothing in this module touches a socket.
 
 use crate::error::FrameError;
-use crate::frame::{self, Frame, Header, OpCode};
-use crate::utf8::{self, Verdict};
+use crate::frame::{self, Frame, Header, Limits, OpCode};
+use crate::utf8;
+use crate::Status;
 
 /// A complete data message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,19 +123,18 @@ impl Assembler {
         }
     }
 
-    /// Fail-fast for a frame that is still arriving: checks what its header and the bytes so far already show.
-    ///
-    /// `header` is the decoded header of the frame at the front of the buffer, `masked` the payload bytes of it
-    /// that have arrived so far, still masked. A continuation whose announced length takes the message over the
-    /// limit fails before its payload is buffered; text fails on its first invalid UTF-8 byte (Autobahn's 6.4.x
-    /// cases send invalid text in slow pieces of one frame and expect the close right away). The checks run in the
-    /// order [`Assembler::push`] runs them, so the error does not depend on how the bytes were cut into reads.
-    /// `probe` remembers how far earlier calls got, so each byte is looked at once.
-    pub fn check_partial(
+    /// Fail-fast for a frame that is still arriving: checks what its header and the payload bytes so far already
+    /// show. `fresh` are the payload bytes that came since the last call for this frame, unmasked; `first` says no
+    /// call came before. A continuation whose announced length takes the message over the limit fails before its
+    /// payload is buffered; text fails on its first invalid UTF-8 byte (Autobahn's 6.4.x cases send invalid text
+    /// in slow pieces of one frame and expect the close right away). The checks run in the order
+    /// [`Assembler::push`] runs them, so the error does not depend on how the bytes were cut into reads.
+    fn check_partial(
         &self,
         header: &Header,
-        masked: &[u8],
-        probe: &mut Probe,
+        fresh: &[u8],
+        first: bool,
+        utf8: &mut Utf8Stream,
     ) -> Result<(), FrameError> {
         if header.opcode == OpCode::Continuation && self.open.is_some() {
             let announced = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
@@ -148,20 +148,14 @@ impl Assembler {
         if !is_text {
             return Ok(());
         }
-        if probe.checked == 0 {
-            probe.utf8 = if header.opcode == OpCode::Continuation {
+        if first {
+            *utf8 = if header.opcode == OpCode::Continuation {
                 self.utf8
             } else {
                 Utf8Stream::default()
             };
         }
-        let fresh = masked.get(probe.checked..).unwrap_or_default();
-        match header.masking_key {
-            Some(key) => probe.utf8.push_masked(fresh, key, probe.checked)?,
-            None => probe.utf8.push(fresh)?,
-        }
-        probe.checked += fresh.len();
-        Ok(())
+        utf8.push(fresh)
     }
 
     /// Frees the fragment buffer once its message has been delivered, so an idle connection holds none.
@@ -228,11 +222,58 @@ fn text(bytes: &[u8]) -> Result<&str, FrameError> {
     utf8::to_str(bytes).ok_or(FrameError::InvalidUtf8)
 }
 
-/// How far [`Assembler::check_partial`] got into the frame that is still arriving. Reset it when a frame completes.
+/// The frame at the front of a connection's bytes while it is still arriving: how much of its payload has been
+/// unmasked in place, and where the check of its text stands. [`Probe::decode`] is how the server decodes frames.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Probe {
-    checked: usize,
+    unmasked: usize,
     utf8: Utf8Stream,
+}
+
+impl Probe {
+    /// Decodes the frame at the front of `buf` as [`frame::decode`] does, but for a frame that is not whole yet
+    /// does what can be done already: the payload bytes that came since the last call are unmasked in place while
+    /// they are still in the cache, and checked for what they show ([`Assembler`]'s size limit for a continuation,
+    /// fail-fast UTF-8 for text). When the frame is whole, only the rest is unmasked, and the probe starts over.
+    ///
+    /// Call it with the same frame at the front of `buf` until it is whole (earlier bytes as this left them), and
+    /// with `assembler` as it stands before that frame.
+    #[inline]
+    pub fn decode<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        limits: &Limits,
+        assembler: &Assembler,
+    ) -> Result<Status<(Frame<'a>, usize)>, FrameError> {
+        let header = match frame::decode_header(buf, limits)? {
+            Status::Complete(header) => header,
+            Status::Partial => return Ok(Status::Partial),
+        };
+        if header.frame_len().is_some_and(|len| len <= buf.len()) {
+            let unmasked = std::mem::take(self).unmasked;
+            return Ok(frame::decode_body(buf, &header, unmasked));
+        }
+        let payload = buf.get_mut(header.header_len..).unwrap_or_default();
+        self.arrived(&header, payload, assembler)?;
+        Ok(Status::Partial)
+    }
+
+    /// More of the frame's payload has arrived (`payload` is all of it so far): unmask the new bytes, check them.
+    #[inline(never)]
+    fn arrived(
+        &mut self,
+        header: &Header,
+        payload: &mut [u8],
+        assembler: &Assembler,
+    ) -> Result<(), FrameError> {
+        let fresh = payload.get_mut(self.unmasked..).unwrap_or_default();
+        if let Some(key) = header.masking_key {
+            frame::apply_mask(fresh, key, self.unmasked);
+        }
+        let first = self.unmasked == 0;
+        self.unmasked += fresh.len();
+        assembler.check_partial(header, fresh, first, &mut self.utf8)
+    }
 }
 
 /// Incremental UTF-8 validation: at most three bytes of an incomplete character are carried between pieces.
@@ -288,48 +329,6 @@ impl Utf8Stream {
     /// The bytes of a character cut off at the end of the last piece, kept for the next.
     fn pending(&self) -> usize {
         usize::from(self.carry_len)
-    }
-
-    /// [`Utf8Stream::push`] for bytes that are still masked: `masked` lies `offset` bytes into a frame's payload
-    /// masked with `key`. Read where they lie, unmasked in registers ([`utf8::check_masked`]), not copied out.
-    pub fn push_masked(
-        &mut self,
-        masked: &[u8],
-        key: [u8; 4],
-        offset: usize,
-    ) -> Result<(), FrameError> {
-        let unmask = |i: usize| masked[i] ^ key[(offset + i) % 4];
-        // A character the previous piece left open is finished byte by byte (three at most).
-        let mut done = 0;
-        while self.carry_len > 0 && done < masked.len() {
-            self.push(&[unmask(done)])?;
-            done += 1;
-        }
-        let rest = &masked[done..];
-        match utf8::check_masked(rest, key, offset + done) {
-            Some(Verdict::Valid) => Ok(()),
-            Some(Verdict::Invalid) => Err(FrameError::InvalidUtf8),
-            Some(Verdict::Incomplete(at)) => {
-                for i in done + at..masked.len() {
-                    self.carry[usize::from(self.carry_len)] = unmask(i);
-                    self.carry_len += 1;
-                }
-                Ok(())
-            }
-            // No vector path for these bytes: unmask them into a copy, a piece at a time.
-            None => {
-                let mut copy = [0u8; 256];
-                let mut at = offset + done;
-                for piece in rest.chunks(copy.len()) {
-                    let copy = &mut copy[..piece.len()];
-                    copy.copy_from_slice(piece);
-                    frame::apply_mask(copy, key, at);
-                    self.push(copy)?;
-                    at += piece.len();
-                }
-                Ok(())
-            }
-        }
     }
 
     /// Fails if the text ended in the middle of a character.
@@ -590,44 +589,55 @@ mod tests {
                     .and_then(|_| s.push(&sample[cut..]))
                     .and_then(|_| s.finish());
                 assert_eq!(ok.is_ok(), expected, "{sample:x?} cut at {cut}");
-                // The same, still masked, read where it lies.
-                let key = [0x37, 0xfa, 0x21, 0x3d];
-                let mut masked = sample.to_vec();
-                frame::apply_mask(&mut masked, key, 0);
-                let mut s = Utf8Stream::default();
-                let ok = s
-                    .push_masked(&masked[..cut], key, 0)
-                    .and_then(|_| s.push_masked(&masked[cut..], key, cut))
-                    .and_then(|_| s.finish());
-                assert_eq!(ok.is_ok(), expected, "masked {sample:x?} cut at {cut}");
             }
         }
     }
 
+    /// A masked text frame of `text` arriving in reads that end after `cuts` payload bytes, decoded by the probe as
+    /// the server decodes: the text it comes to, or the first error.
+    fn through_probe(text: &[u8], cuts: &[usize]) -> Result<String, FrameError> {
+        let mut bytes = Vec::new();
+        frame::encode_masked(
+            &mut bytes,
+            true,
+            OpCode::Text,
+            text,
+            [0x37, 0xfa, 0x21, 0x3d],
+        );
+        let (total, header_len) = (bytes.len(), bytes.len() - text.len());
+        let (limits, mut assembler, mut probe) =
+            (Limits::default(), Assembler::new(1 << 20), Probe::default());
+        for end in cuts.iter().map(|cut| header_len + cut).chain([total]) {
+            if let Status::Complete((frame, used)) =
+                probe.decode(&mut bytes[..end], &limits, &assembler)?
+            {
+                assert_eq!(used, total);
+                return match assembler.push(frame)? {
+                    Some(Event::Message(Message::Text(text))) => Ok(text.to_string()),
+                    other => panic!("{other:?}"),
+                };
+            }
+        }
+        panic!("the whole frame was not decoded")
+    }
+
     #[test]
-    fn masked_utf8_stream_agrees_with_std_for_every_three_pieces() {
-        // Three pieces: a character may be carried over two cuts (a 4-byte one split 1 + 1 + 2), each piece masked
-        // from its own offset.
+    fn a_text_frame_unmasked_as_it_arrives_agrees_with_std_for_every_three_pieces() {
+        // Three reads: a character may be carried over two cuts (a 4-byte one split 1 + 1 + 2); each piece is
+        // unmasked from its own offset into the key, and the text comes out whole or fails where std says.
         let long = "κόσμε 𝄞😀 €, long enough for the 32-byte steps of the vector path. ".repeat(2);
         let mut broken = long.clone().into_bytes();
         broken[70] = 0xc0;
         let samples: [&[u8]; 3] = ["a𝄞😀b €".as_bytes(), long.as_bytes(), &broken];
-        let key = [0x37, 0xfa, 0x21, 0x3d];
         utf8::scalar_only::and_vector(|| {
             for sample in samples {
-                let expected = std::str::from_utf8(sample).is_ok();
-                let mut masked = sample.to_vec();
-                frame::apply_mask(&mut masked, key, 0);
+                let expected = std::str::from_utf8(sample)
+                    .map(str::to_string)
+                    .map_err(|_| FrameError::InvalidUtf8);
                 for first in 0..=sample.len() {
                     for second in first..=sample.len() {
-                        let mut s = Utf8Stream::default();
-                        let ok = s
-                            .push_masked(&masked[..first], key, 0)
-                            .and_then(|_| s.push_masked(&masked[first..second], key, first))
-                            .and_then(|_| s.push_masked(&masked[second..], key, second))
-                            .and_then(|_| s.finish());
                         assert_eq!(
-                            ok.is_ok(),
+                            through_probe(sample, &[first, second]),
                             expected,
                             "{sample:x?} cut at {first} and {second}"
                         );
@@ -638,39 +648,50 @@ mod tests {
     }
 
     #[test]
-    fn partial_frame_probe_fails_fast_and_only_for_text() {
-        let a = Assembler::new(1 << 20);
-        let mut bytes = Vec::new();
+    fn the_probe_fails_fast_on_text_and_only_on_text() {
         let mut payload = b"hello ".to_vec();
         payload.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]); // above U+10FFFF
         payload.extend_from_slice(&[b'x'; 100]);
-        frame::encode_masked(&mut bytes, true, OpCode::Text, &payload, [1, 2, 3, 4]);
-        let crate::Status::Complete(header) =
-            frame::decode_header(&bytes, &frame::Limits::default()).unwrap()
-        else {
-            panic!()
-        };
-        let body = &bytes[header.header_len..];
-        let mut probe = Probe::default();
-        assert_eq!(a.check_partial(&header, &body[..6], &mut probe), Ok(()));
-        assert_eq!(
-            a.check_partial(&header, &body[..7], &mut probe),
-            Ok(()),
-            "0xf4 alone could still be valid"
-        );
-        assert_eq!(
-            a.check_partial(&header, &body[..8], &mut probe),
-            Err(FrameError::InvalidUtf8)
-        );
+        for (opcode, fails) in [(OpCode::Text, true), (OpCode::Binary, false)] {
+            let mut bytes = Vec::new();
+            frame::encode_masked(&mut bytes, true, opcode, &payload, [1, 2, 3, 4]);
+            let header_len = bytes.len() - payload.len();
+            let (a, limits, mut probe) =
+                (Assembler::new(1 << 20), Limits::default(), Probe::default());
+            let mut read = |payload_bytes: usize| {
+                probe
+                    .decode(&mut bytes[..header_len + payload_bytes], &limits, &a)
+                    .map(|status| matches!(status, Status::Partial))
+            };
+            assert_eq!(read(6), Ok(true));
+            assert_eq!(read(7), Ok(true), "0xf4 alone could still be valid");
+            let expected = if fails {
+                Err(FrameError::InvalidUtf8)
+            } else {
+                Ok(true)
+            };
+            assert_eq!(read(8), expected, "{opcode:?}");
+        }
+    }
 
-        let binary = Header {
-            opcode: OpCode::Binary,
-            ..header
+    #[test]
+    fn a_binary_frame_unmasked_as_it_arrives_is_unmasked_exactly_once() {
+        let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut bytes = Vec::new();
+        frame::encode_masked(&mut bytes, true, OpCode::Binary, &payload, [9, 8, 7, 6]);
+        let (a, limits, mut probe) = (Assembler::new(1 << 20), Limits::default(), Probe::default());
+        // Reads of every length from 1 to 80 bytes, each one's bytes unmasked from where the last left off.
+        let (mut end, mut step) = (0, 1);
+        let frame = loop {
+            end = (end + step).min(bytes.len());
+            step = step % 80 + 1;
+            match probe.decode(&mut bytes[..end], &limits, &a) {
+                Ok(Status::Partial) => continue,
+                Ok(Status::Complete((frame, _))) => break frame,
+                Err(e) => panic!("{e}"),
+            }
         };
-        assert_eq!(
-            a.check_partial(&binary, body, &mut Probe::default()),
-            Ok(())
-        );
+        assert!(frame.payload == payload, "the payload differs");
     }
 
     type CloseRow = (

@@ -30,7 +30,7 @@ use crate::error::{close_code, interrupted, would_block, Error, FrameError, Hand
 use crate::frame::{self, Limits, OpCode};
 use crate::handler::{Action, Handle, Handler};
 use crate::handshake;
-use crate::message::{Event, Probe};
+use crate::message::Event;
 use crate::Status;
 
 mod config;
@@ -441,20 +441,11 @@ impl Server {
             if log::log_enabled!(log::Level::Trace) {
                 trace_frame(conn.id, "<", rest);
             }
-            match frame::decode(rest, &self.limits) {
-                Ok(Status::Partial) => {
-                    // Fail fast on invalid text that is still arriving (RFC 6455 §8.1).
-                    if let Ok(Status::Complete(header)) = frame::decode_header(rest, &self.limits) {
-                        let masked = rest.get(header.header_len..).unwrap_or_default();
-                        if let Err(e) = assembler.check_partial(&header, masked, &mut conn.probe) {
-                            self.fail(handler, key, e);
-                        }
-                    }
-                    break;
-                }
+            // A frame still arriving is unmasked as far as it came, and fails fast on invalid text (§8.1).
+            match conn.probe.decode(rest, &self.limits, &assembler) {
+                Ok(Status::Partial) => break,
                 Ok(Status::Complete((frame, n))) => {
                     used += n;
-                    conn.probe = Probe::default();
                     match assembler.push(frame) {
                         Ok(None) => {}
                         Ok(Some(event)) => self.on_event(handler, key, event),

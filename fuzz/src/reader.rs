@@ -1,11 +1,12 @@
-//! A model of the server's read path, without a socket: bytes arrive in pieces, frames are decoded, the partial
-//! frame at the end is probed for invalid text, and complete frames go through `message::Assembler`.
+//! A model of the server's read path, without a socket: bytes arrive in pieces, frames are decoded by
+//! `message::Probe` (the partial frame at the end unmasked as far as it came and probed for invalid text), and
+//! complete frames go through `message::Assembler`.
 //!
 //! It follows `Server::consume` step by step, so the fuzz targets and `tests/properties.rs` exercise the codec the
 //! way the poll loop drives it. Events are copied out as owned values, so two runs of the same bytes cut at
 //! different places can be compared.
 
-use wsloop::frame::{self, Limits};
+use wsloop::frame::Limits;
 use wsloop::message::{Assembler, Event, Message, Probe};
 use wsloop::{FrameError, Status};
 
@@ -87,25 +88,13 @@ impl Reader {
         while !self.is_done() {
             let rest = &mut self.pending[used..];
             let available = rest.len();
-            match frame::decode(rest, &self.limits) {
-                Ok(Status::Partial) => {
-                    // As the server does: fail fast on invalid text that is still arriving.
-                    if let Ok(Status::Complete(header)) = frame::decode_header(rest, &self.limits) {
-                        let masked = rest.get(header.header_len..).unwrap_or_default();
-                        if let Err(e) =
-                            self.assembler
-                                .check_partial(&header, masked, &mut self.probe)
-                        {
-                            self.error = Some(e);
-                        }
-                    }
-                    break;
-                }
+            // As the server does: a frame still arriving is unmasked as far as it came and probed.
+            match self.probe.decode(rest, &self.limits, &self.assembler) {
+                Ok(Status::Partial) => break,
                 Ok(Status::Complete((frame, n))) => {
                     assert!(n >= 2 && n <= available, "used {n} of {available} bytes");
                     assert!(frame.payload.len() as u64 <= self.limits.max_payload);
                     used += n;
-                    self.probe = Probe::default();
                     match self.assembler.push(frame) {
                         Ok(None) => {}
                         Ok(Some(event)) => {

@@ -9,8 +9,10 @@
 //! Every contender starts from the same masked client frames and must do what a server does with
 //! them: take the bytes from "the socket", unmask, check, join fragments, validate UTF-8 for text,
 //! and hand out each message. The socket is modelled by one copy of the input into the library's
-//! own buffer: wsloop's read buffer, or the in-memory stream that tungstenite and fastwebsockets
-//! read from. `memcpy` is that copy alone: the floor nobody can beat.
+//! own buffer: wsloop's read buffer, 64 KiB a read as its server reads (a frame longer than that
+//! is unmasked read by read, as it arrives), or the in-memory stream that tungstenite and
+//! fastwebsockets read from, in the pieces they ask for. `memcpy` is that copy alone, all at once:
+//! the floor nobody can beat.
 //!
 //! The groups `in_place_binary` and `in_place_text` time wsloop's decode alone (header parse,
 //! unmask, assembly) on frames of 64 KiB and more already in its buffer, beside a memcpy of the
@@ -41,7 +43,7 @@ use tungstenite::protocol::{
     Message as TMessage, Role as TRole, WebSocket as TWebSocket, WebSocketConfig,
 };
 use wsloop::frame::{self, Head, Limits, OpCode};
-use wsloop::message::{Assembler, Event};
+use wsloop::message::{Assembler, Event, Probe};
 use wsloop::Status;
 use wsloop_peers::client::{encode_masked, OP_BINARY, OP_CONTINUATION, OP_TEXT};
 use wsloop_peers::sample_payload;
@@ -121,32 +123,45 @@ impl Decoder for Memcpy {
     }
 }
 
-/// wsloop as its server drives it: read into the buffer, decode in place, assemble.
+/// The server's read size (`READ_CHUNK` in wsloop's src/server.rs): what one read takes at most.
+const READ: usize = 64 << 10;
+
+/// wsloop as its server drives it: read into the buffer, at most `READ` bytes at a time; after each read, decode
+/// every whole frame in place and assemble it, and unmask a frame still arriving as far as it came
+/// (`Probe::decode`), while its bytes are in the cache.
 struct Wsloop {
     read_buf: Vec<u8>,
     limits: Limits,
     assembler: Assembler,
+    probe: Probe,
 }
 
 impl Decoder for Wsloop {
     fn decode_all(&mut self, input: &Input) -> usize {
         self.read_buf.clear();
-        self.read_buf.extend_from_slice(&input.bytes);
-        self.decode_in_place()
+        let (mut pos, mut seen) = (0, 0);
+        for read in input.bytes.chunks(READ) {
+            self.read_buf.extend_from_slice(read);
+            seen += self.decode_from(&mut pos);
+        }
+        assert_eq!(pos, self.read_buf.len(), "a frame was left undecoded");
+        seen
     }
 }
 
 impl Wsloop {
-    /// Decodes and assembles every frame in the read buffer; the payload bytes of the messages seen.
-    fn decode_in_place(&mut self) -> usize {
-        let (mut pos, mut seen) = (0, 0);
-        while pos < self.read_buf.len() {
-            let Ok(Status::Complete((frame, used))) =
-                frame::decode(&mut self.read_buf[pos..], &self.limits)
-            else {
-                panic!("wsloop rejected a valid frame")
+    /// Decodes and assembles every whole frame in the read buffer from `pos` on, moving `pos` past them; the
+    /// payload bytes of the messages seen.
+    fn decode_from(&mut self, pos: &mut usize) -> usize {
+        let mut seen = 0;
+        while *pos < self.read_buf.len() {
+            let rest = &mut self.read_buf[*pos..];
+            let (frame, used) = match self.probe.decode(rest, &self.limits, &self.assembler) {
+                Ok(Status::Complete(decoded)) => decoded,
+                Ok(Status::Partial) => break,
+                Err(e) => panic!("wsloop rejected a valid frame: {e}"),
             };
-            pos += used;
+            *pos += used;
             match self.assembler.push(frame) {
                 Ok(Some(Event::Message(msg))) => seen += black_box(msg.as_bytes()).len(),
                 Ok(None) => continue,
@@ -291,6 +306,7 @@ fn contenders(input: &Input) -> Vec<(&'static str, Box<dyn Decoder>)> {
                     require_mask: true,
                 },
                 assembler: Assembler::new(MAX_MESSAGE),
+                probe: Probe::default(),
             }),
         ),
         (
@@ -446,6 +462,7 @@ fn decode_in_place(c: &mut Criterion) {
                     require_mask: true,
                 },
                 assembler: Assembler::new(MAX_MESSAGE),
+                probe: Probe::default(),
             };
             group.bench_function(BenchmarkId::new("wsloop", id), |b| {
                 b.iter_custom(|iters| {
@@ -454,7 +471,7 @@ fn decode_in_place(c: &mut Criterion) {
                         &mut wsloop,
                         |w| w.read_buf.copy_from_slice(&input.bytes),
                         |w| {
-                            assert_eq!(w.decode_in_place(), input.payload_bytes);
+                            assert_eq!(w.decode_from(&mut 0), input.payload_bytes);
                         },
                     )
                 })
