@@ -128,14 +128,15 @@ impl Assembler {
     /// call came before. A continuation whose announced length takes the message over the limit fails before its
     /// payload is buffered; text fails on its first invalid UTF-8 byte (Autobahn's 6.4.x cases send invalid text
     /// in slow pieces of one frame and expect the close right away). The checks run in the order
-    /// [`Assembler::push`] runs them, so the error does not depend on how the bytes were cut into reads.
+    /// [`Assembler::push`] runs them, so the error does not depend on how the bytes were cut into reads. Returns
+    /// whether `fresh` was checked as text.
     fn check_partial(
         &self,
         header: &Header,
         fresh: &[u8],
         first: bool,
         utf8: &mut Utf8Stream,
-    ) -> Result<(), FrameError> {
+    ) -> Result<bool, FrameError> {
         if header.opcode == OpCode::Continuation && self.open.is_some() {
             let announced = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
             self.check_size(self.len(), announced)?;
@@ -146,7 +147,7 @@ impl Assembler {
             _ => false,
         };
         if !is_text {
-            return Ok(());
+            return Ok(false);
         }
         if first {
             *utf8 = if header.opcode == OpCode::Continuation {
@@ -155,7 +156,8 @@ impl Assembler {
                 Utf8Stream::default()
             };
         }
-        utf8.push(fresh)
+        utf8.push(fresh)?;
+        Ok(true)
     }
 
     /// Frees the fragment buffer once its message has been delivered, so an idle connection holds none.
@@ -228,6 +230,8 @@ fn text(bytes: &[u8]) -> Result<&str, FrameError> {
 pub struct Probe {
     unmasked: usize,
     utf8: Utf8Stream,
+    /// The frame is a whole text message, and its first `unmasked` payload bytes were checked as they came.
+    is_checked_text: bool,
 }
 
 impl Probe {
@@ -245,13 +249,49 @@ impl Probe {
         limits: &Limits,
         assembler: &Assembler,
     ) -> Result<Status<(Frame<'a>, usize)>, FrameError> {
+        self.decode_with(buf, limits, assembler, false)
+    }
+
+    /// [`Probe::decode`], except that a text message in one frame whose text was checked as it arrived is not
+    /// checked again, whole, when it is complete: only the bytes that came last are, so each byte is read once.
+    ///
+    /// # Safety
+    ///
+    /// The bytes that earlier calls saw of this frame must be the same bytes now, as those calls left them. They
+    /// may have been copied or moved elsewhere, and more bytes added behind them, but none may have changed: they
+    /// were found to be UTF-8, and the message's text is made of them without a second look.
+    #[inline]
+    pub unsafe fn decode_trusting<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        limits: &Limits,
+        assembler: &Assembler,
+    ) -> Result<Status<(Frame<'a>, usize)>, FrameError> {
+        self.decode_with(buf, limits, assembler, true)
+    }
+
+    /// Both of the above; `trust` says whether the caller made the promise of [`Probe::decode_trusting`].
+    #[inline(always)]
+    fn decode_with<'a>(
+        &mut self,
+        buf: &'a mut [u8],
+        limits: &Limits,
+        assembler: &Assembler,
+        trust: bool,
+    ) -> Result<Status<(Frame<'a>, usize)>, FrameError> {
         let header = match frame::decode_header(buf, limits)? {
             Status::Complete(header) => header,
             Status::Partial => return Ok(Status::Partial),
         };
         if header.frame_len().is_some_and(|len| len <= buf.len()) {
-            let unmasked = std::mem::take(self).unmasked;
-            return Ok(frame::decode_body(buf, &header, unmasked));
+            let probe = std::mem::take(self);
+            let mut status = frame::decode_body(buf, &header, probe.unmasked);
+            if let Status::Complete((frame, _)) = &mut status {
+                if trust && probe.is_checked_text {
+                    frame.text = probe.finish_text(frame.payload);
+                }
+            }
+            return Ok(status);
         }
         let payload = buf.get_mut(header.header_len..).unwrap_or_default();
         self.arrived(&header, payload, assembler)?;
@@ -272,7 +312,25 @@ impl Probe {
         }
         let first = self.unmasked == 0;
         self.unmasked += fresh.len();
-        assembler.check_partial(header, fresh, first, &mut self.utf8)
+        // Once a piece was not checked as text, or failed, no later one makes the frame's text trusted.
+        let was_checked = first || self.is_checked_text;
+        self.is_checked_text = false;
+        let is_text = assembler.check_partial(header, fresh, first, &mut self.utf8)?;
+        self.is_checked_text =
+            was_checked && is_text && header.opcode == OpCode::Text && header.fin;
+        Ok(())
+    }
+
+    /// The whole payload of a text message as text, if the bytes after the first `unmasked`, which were checked as
+    /// they came, finish it as valid UTF-8. Called only under the promise of [`Probe::decode_trusting`].
+    fn finish_text(mut self, payload: &[u8]) -> Option<&str> {
+        let rest = payload.get(self.unmasked..)?;
+        self.utf8.push(rest).ok()?;
+        self.utf8.finish().ok()?;
+        // SAFETY: the first `unmasked` bytes were checked as they arrived, by this `utf8` (which kept a character
+        // they cut off), and are unchanged since (the caller's promise); the rest carried that check to the end of
+        // the payload without an error or a character left open. So the whole payload is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(payload) })
     }
 }
 
@@ -594,8 +652,9 @@ mod tests {
     }
 
     /// A masked text frame of `text` arriving in reads that end after `cuts` payload bytes, decoded by the probe as
-    /// the server decodes: the text it comes to, or the first error.
-    fn through_probe(text: &[u8], cuts: &[usize]) -> Result<String, FrameError> {
+    /// the server decodes (`trusting`: without a second check of the text): the text it comes to, or the first
+    /// error.
+    fn through_probe(text: &[u8], cuts: &[usize], trusting: bool) -> Result<String, FrameError> {
         let mut bytes = Vec::new();
         frame::encode_masked(
             &mut bytes,
@@ -608,9 +667,14 @@ mod tests {
         let (limits, mut assembler, mut probe) =
             (Limits::default(), Assembler::new(1 << 20), Probe::default());
         for end in cuts.iter().map(|cut| header_len + cut).chain([total]) {
-            if let Status::Complete((frame, used)) =
-                probe.decode(&mut bytes[..end], &limits, &assembler)?
-            {
+            let arrived = &mut bytes[..end];
+            let decoded = if trusting {
+                // SAFETY: `bytes` does not change; each read only shows more of it.
+                unsafe { probe.decode_trusting(arrived, &limits, &assembler) }
+            } else {
+                probe.decode(arrived, &limits, &assembler)
+            };
+            if let Status::Complete((frame, used)) = decoded? {
                 assert_eq!(used, total);
                 return match assembler.push(frame)? {
                     Some(Event::Message(Message::Text(text))) => Ok(text.to_string()),
@@ -636,15 +700,45 @@ mod tests {
                     .map_err(|_| FrameError::InvalidUtf8);
                 for first in 0..=sample.len() {
                     for second in first..=sample.len() {
-                        assert_eq!(
-                            through_probe(sample, &[first, second]),
-                            expected,
-                            "{sample:x?} cut at {first} and {second}"
-                        );
+                        for trusting in [false, true] {
+                            assert_eq!(
+                                through_probe(sample, &[first, second], trusting),
+                                expected,
+                                "{sample:x?} cut at {first} and {second}, trusting: {trusting}"
+                            );
+                        }
                     }
                 }
             }
         });
+    }
+
+    #[test]
+    fn text_that_failed_a_check_is_never_trusted_later() {
+        // A caller that reads on after the error: the bytes that failed stay failed, however the frame ends.
+        let mut text = b"valid so far, then ".to_vec();
+        text.push(0xff);
+        text.extend_from_slice(&[b'z'; 40]);
+        let mut bytes = Vec::new();
+        frame::encode_masked(&mut bytes, true, OpCode::Text, &text, [5, 6, 7, 8]);
+        let header_len = bytes.len() - text.len();
+        let (assembler, limits, mut probe) =
+            (Assembler::new(1 << 20), Limits::default(), Probe::default());
+        // SAFETY: `bytes` does not change; each call only shows more of it.
+        let first =
+            unsafe { probe.decode_trusting(&mut bytes[..header_len + 25], &limits, &assembler) };
+        assert_eq!(first.err(), Some(FrameError::InvalidUtf8));
+        let more =
+            unsafe { probe.decode_trusting(&mut bytes[..header_len + 40], &limits, &assembler) };
+        assert!(matches!(more, Ok(Status::Partial)));
+        let Ok(Status::Complete((frame, _))) =
+            (unsafe { probe.decode_trusting(&mut bytes, &limits, &assembler) })
+        else {
+            panic!("a whole frame")
+        };
+        assert_eq!(frame.text, None, "its text is not trusted");
+        let mut assembler = assembler;
+        assert_eq!(assembler.push(frame), Err(FrameError::InvalidUtf8));
     }
 
     #[test]

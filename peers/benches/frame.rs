@@ -128,7 +128,7 @@ const READ: usize = 64 << 10;
 
 /// wsloop as its server drives it: read into the buffer, at most `READ` bytes at a time; after each read, decode
 /// every whole frame in place and assemble it, and unmask a frame still arriving as far as it came
-/// (`Probe::decode`), while its bytes are in the cache.
+/// (`Probe::decode_trusting`), while its bytes are in the cache.
 struct Wsloop {
     read_buf: Vec<u8>,
     limits: Limits,
@@ -156,7 +156,10 @@ impl Wsloop {
         let mut seen = 0;
         while *pos < self.read_buf.len() {
             let rest = &mut self.read_buf[*pos..];
-            let (frame, used) = match self.probe.decode(rest, &self.limits, &self.assembler) {
+            // SAFETY: as in the server, the read buffer is only added to behind, so the frame the probe has seen
+            // part of is at the front of `rest`, its bytes as the probe left them.
+            let decoded = unsafe { self.probe.decode_trusting(rest, &self.limits, &self.assembler) };
+            let (frame, used) = match decoded {
                 Ok(Status::Complete(decoded)) => decoded,
                 Ok(Status::Partial) => break,
                 Err(e) => panic!("wsloop rejected a valid frame: {e}"),

@@ -14,7 +14,7 @@ use super::Server;
 use crate::error::{close_code, FrameError};
 use crate::frame::{self, OpCode};
 use crate::handler::Handler;
-use crate::message::Assembler;
+use crate::message::{Assembler, Probe};
 
 impl Server {
     /// Timers: a slowloris that never finishes its handshake, an idle peer to ping, a close that never completes.
@@ -39,6 +39,7 @@ impl Server {
             // What has arrived of the message is dropped at once; the peer gets 1008 and the close timeout.
             debug!("{id} began a message {:?} ago", self.now - since);
             conn.read_buf = Vec::new();
+            conn.probe = Probe::default();
             conn.assembler = Assembler::new(self.config.max_message);
             conn.message_since = None;
             return self.fail(handler, key, FrameError::MessageTimeout(limit));
