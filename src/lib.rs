@@ -9,7 +9,7 @@
 //! | the `while(TRUE)` around `socket_select` | [`Server::run`]: `poll.poll(&mut events, timeout)`, then `match event.token()` |
 //! | `add_accept()`: accept, push, `isHand = false` | `Server::add_accept`: accept until `WouldBlock`, `slab.insert`, the slab key as token |
 //! | `upgrade()`: read headers, accept key, write 101 | `Server::upgrade`, calling [`handshake::parse_request`], [`handshake::validate`], [`handshake::switching_protocols`] |
-//! | `decode()`: unmask, read the payload | `Server::consume`: a loop of [`frame::decode`] (text checked as UTF-8 while it is unmasked, [`utf8`]), then [`message::Assembler::push`] |
+//! | `decode()`: unmask, read the payload | `Server::consume`: a loop of [`message::Probe::decode_trusting`], which is [`frame::decode`] for a whole frame (text checked as UTF-8 while it is unmasked, [`utf8`]) and unmasks and checks a frame still arriving read by read; then [`message::Assembler::push`] |
 //! | `frame()`/`encode()` for outgoing text | [`frame::encode`], queued in the connection's write buffer |
 //! | `close()`: close the socket, unset it from the array | `Server::close`: deregister, `slab.remove`, the `close` callback |
 //! | the function table `add` / `send` / `close` | [`Handler::add`], [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`]; inside them a [`Handle`] offers `send`, `broadcast`, `close` |
@@ -27,8 +27,9 @@
 //! 2. Its request head arrives (in any number of pieces); `upgrade` checks it and queues `101 Switching Protocols`;
 //!    the user's `add` runs.
 //! 3. A masked frame arrives; `frame::decode` unmasks it in place (a text frame that is a whole message is checked
-//!    as UTF-8 in the same pass); `message::Assembler` joins fragments and checks theirs; the user's `send` runs
-//!    with the message.
+//!    as UTF-8 in the same pass); a longer frame that takes several reads is unmasked and checked read by read,
+//!    as it comes (`message::Probe`). `message::Assembler` joins fragments and checks theirs; the user's `send`
+//!    runs with the message.
 //! 4. The callback calls `ws.broadcast(...)`: the frame is encoded once, its bytes shared by every receiver's queue.
 //! 5. At the end of the loop turn each touched connection writes its queue; what the socket cannot take waits for
 //!    `WRITABLE`.

@@ -257,9 +257,11 @@ impl Probe {
     ///
     /// # Safety
     ///
-    /// The bytes that earlier calls saw of this frame must be the same bytes now, as those calls left them. They
-    /// may have been copied or moved elsewhere, and more bytes added behind them, but none may have changed: they
-    /// were found to be UTF-8, and the message's text is made of them without a second look.
+    /// A probe is for one frame at a time. The frame at the front of `buf` must be the one earlier calls saw part of
+    /// (if any did since the probe was made or last completed a frame), and the bytes they saw must be the same bytes
+    /// now, as those calls left them. They may have been copied or moved elsewhere, and more bytes added behind
+    /// them, but none may have changed: they were found to be UTF-8, and the message's text is made of them without
+    /// a second look. A caller that drops a frame before it is whole starts over with a new probe.
     #[inline]
     pub unsafe fn decode_trusting<'a>(
         &mut self,
@@ -268,6 +270,11 @@ impl Probe {
         assembler: &Assembler,
     ) -> Result<Status<(Frame<'a>, usize)>, FrameError> {
         self.decode_with(buf, limits, assembler, true)
+    }
+
+    /// True when no part of a frame has been seen since the probe was made or last completed a frame.
+    pub fn is_idle(&self) -> bool {
+        self.unmasked == 0 && !self.is_checked_text
     }
 
     /// Both of the above; `trust` says whether the caller made the promise of [`Probe::decode_trusting`].

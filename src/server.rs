@@ -30,7 +30,7 @@ use crate::error::{close_code, interrupted, would_block, Error, FrameError, Hand
 use crate::frame::{self, Limits, OpCode};
 use crate::handler::{Action, Handle, Handler};
 use crate::handshake;
-use crate::message::Event;
+use crate::message::{Event, Probe};
 use crate::Status;
 
 mod config;
@@ -373,6 +373,8 @@ impl Server {
         let id = conn.id;
         let mut joined = mem::take(&mut conn.read_buf);
         let is_fresh = joined.is_empty();
+        // An empty buffer holds no frame left partial, so the probe has seen none (see `consume`).
+        debug_assert!(!is_fresh || conn.probe.is_idle());
         let used = if is_fresh {
             self.consume(handler, key, fresh)
         } else {
@@ -383,7 +385,9 @@ impl Server {
             return false;
         };
         if conn.closing == Some(Closing::Done) {
-            return true; // nothing more will be decoded
+            // Nothing more will be decoded; what was left over is dropped, and the probe with it.
+            conn.probe = Probe::default();
+            return true;
         }
         if is_fresh {
             conn.read_buf.extend_from_slice(&fresh[used..]);
