@@ -161,8 +161,9 @@ impl Assembler {
     }
 
     /// Frees the fragment buffer once its message has been delivered, so an idle connection holds none.
+    #[inline]
     pub fn release(&mut self) {
-        if self.open.is_none() {
+        if self.open.is_none() && (self.buf.capacity() > 0 || self.text.capacity() > 0) {
             self.buf = Vec::new();
             self.text = String::new();
         }
@@ -291,14 +292,11 @@ impl Probe {
             Status::Partial => return Ok(Status::Partial),
         };
         if header.frame_len().is_some_and(|len| len <= buf.len()) {
-            let probe = std::mem::take(self);
-            let mut status = frame::decode_body(buf, &header, probe.unmasked);
-            if let Status::Complete((frame, _)) = &mut status {
-                if trust && probe.is_checked_text {
-                    frame.text = probe.finish_text(frame.payload);
-                }
+            if self.is_idle() {
+                // The common case, a frame that came whole: nothing to finish, nothing to start over.
+                return Ok(frame::decode_body(buf, &header, 0));
             }
-            return Ok(status);
+            return Ok(std::mem::take(self).finish(buf, &header, trust));
         }
         let payload = buf.get_mut(header.header_len..).unwrap_or_default();
         self.arrived(&header, payload, assembler)?;
@@ -326,6 +324,24 @@ impl Probe {
         self.is_checked_text =
             was_checked && is_text && header.opcode == OpCode::Text && header.fin;
         Ok(())
+    }
+
+    /// The frame this probe saw arrive, now that `buf` holds all of it: the rest unmasked, and under the promise of
+    /// [`Probe::decode_trusting`] (`trust`), its text checked only where the probe had not.
+    #[inline(never)]
+    fn finish<'a>(
+        self,
+        buf: &'a mut [u8],
+        header: &Header,
+        trust: bool,
+    ) -> Status<(Frame<'a>, usize)> {
+        let mut status = frame::decode_body(buf, header, self.unmasked);
+        if let Status::Complete((frame, _)) = &mut status {
+            if trust && self.is_checked_text {
+                frame.text = self.finish_text(frame.payload);
+            }
+        }
+        status
     }
 
     /// The whole payload of a text message as text, if the bytes after the first `unmasked`, which were checked as
