@@ -28,7 +28,15 @@ pub enum Owned {
 impl From<Event<'_>> for Owned {
     fn from(event: Event<'_>) -> Owned {
         match event {
-            Event::Message(Message::Text(text)) => Owned::Text(text.to_string()),
+            Event::Message(Message::Text(text)) => {
+                // A text message may have been checked read by read and trusted when whole
+                // (`Probe::decode_trusting`): hold it to the standard library once more.
+                assert!(
+                    std::str::from_utf8(text.as_bytes()).is_ok(),
+                    "a text message that is not UTF-8"
+                );
+                Owned::Text(text.to_string())
+            }
             Event::Message(Message::Binary(bytes)) => Owned::Binary(bytes.to_vec()),
             Event::Ping(payload) => Owned::Ping(payload.to_vec()),
             Event::Pong(payload) => Owned::Pong(payload.to_vec()),
