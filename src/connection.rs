@@ -20,8 +20,8 @@ use crate::message::{Assembler, Probe};
 /// [`Connection::read_behind`] grows the buffer when less room than this is left behind its bytes.
 const MIN_READ_BEHIND: usize = 4096;
 /// At most this many pongs wait to be written; the pong for one more ping replaces the newest of them (§5.5.3: an
-/// endpoint may answer only the most recent of the pings it has not answered yet). A peer that reads gets a pong for
-/// every ping; one that pings without reading costs at most this many.
+/// endpoint may answer only the most recent of the pings it has not answered yet). A peer that reads as fast as it
+/// pings gets a pong for every ping; one that pings without reading costs at most this many.
 pub(crate) const MAX_QUEUED_PONGS: usize = 16;
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a

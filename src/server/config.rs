@@ -18,8 +18,8 @@ pub struct Config {
     pub max_head: usize,
     /// Outbound data a connection may have waiting, in bytes, counted once the socket has taken all it can and
     /// not counting the message being written (so one message larger than this still goes out). A connection over
-    /// it is a slow reader: its unsent data is dropped and it gets close 1008. Pongs and close frames do not count;
-    /// each queued frame's queue entry does.
+    /// it is a slow reader: its unsent data is dropped and it gets close 1008. Pongs do not count (at most 16 wait),
+    /// nor does a close frame, queued only once the connection is closing; each queued frame's queue entry does.
     pub max_buffered: usize,
     /// A connection that has not completed its handshake by then is dropped (slowloris).
     pub handshake_timeout: Duration,
