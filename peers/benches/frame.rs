@@ -158,7 +158,10 @@ impl Wsloop {
             let rest = &mut self.read_buf[*pos..];
             // SAFETY: as in the server, the read buffer is only added to behind, so the frame the probe has seen
             // part of is at the front of `rest`, its bytes as the probe left them.
-            let decoded = unsafe { self.probe.decode_trusting(rest, &self.limits, &self.assembler) };
+            let decoded = unsafe {
+                self.probe
+                    .decode_trusting(rest, &self.limits, &self.assembler)
+            };
             let (frame, used) = match decoded {
                 Ok(Status::Complete(decoded)) => decoded,
                 Ok(Status::Partial) => break,
