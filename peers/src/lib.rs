@@ -135,6 +135,13 @@ pub fn own_cpu_seconds() -> f64 {
 
 /// CPU seconds (utime + stime, all threads) of process `pid`, from `/proc/PID/stat`.
 pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    process_cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// CPU seconds of process `pid` (all threads) spent in its own code and in the kernel, from
+/// `/proc/PID/stat`. A server's kernel time is mostly the TCP stack, alike for every server doing the
+/// same reads and writes; its user time is the part its own code decides.
+pub fn process_cpu_split(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses; the fields after its last ')'
     // start at field 3 (state), so utime and stime (fields 14 and 15) are at indices 11 and 12.
@@ -145,7 +152,7 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
-    Some((utime + stime) as f64 / ticks)
+    Some((utime as f64 / ticks, stime as f64 / ticks))
 }
 
 /// Resident memory of process `pid` in bytes (`VmRSS` in `/proc/PID/status`).
