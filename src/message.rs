@@ -88,10 +88,7 @@ impl Assembler {
             OpCode::Pong => Ok(Some(Event::Pong(frame.payload))),
             OpCode::Close => parse_close(frame.payload).map(|close| Some(Event::Close(close))),
             OpCode::Text | OpCode::Binary => {
-                // §5.4: a fragmented message's frames may only be interleaved with control frames.
-                if self.open.is_some() {
-                    return Err(FrameError::ExpectedContinuation);
-                }
+                self.check_order(frame.opcode)?;
                 self.check_size(0, frame.payload.len())?;
                 if frame.fin {
                     // The common case: a whole message in one frame, handed out without a copy.
@@ -110,9 +107,7 @@ impl Assembler {
                 Ok(None)
             }
             OpCode::Continuation => {
-                if self.open.is_none() {
-                    return Err(FrameError::UnexpectedContinuation);
-                }
+                self.check_order(frame.opcode)?;
                 self.check_size(self.len(), frame.payload.len())?;
                 self.append(frame.payload)?;
                 if !frame.fin {
@@ -172,6 +167,18 @@ impl Assembler {
     /// The bytes of the message in progress so far.
     fn len(&self) -> usize {
         self.buf.len() + self.text.len() + self.utf8.pending()
+    }
+
+    /// §5.4: a fragmented message's frames may only be interleaved with control frames; a continuation continues
+    /// one. A frame out of that order is a protocol error whatever else is wrong with it (its length, say).
+    pub fn check_order(&self, opcode: OpCode) -> Result<(), FrameError> {
+        match opcode {
+            OpCode::Text | OpCode::Binary if self.open.is_some() => {
+                Err(FrameError::ExpectedContinuation)
+            }
+            OpCode::Continuation if self.open.is_none() => Err(FrameError::UnexpectedContinuation),
+            _ => Ok(()),
+        }
     }
 
     fn check_size(&self, have: usize, more: usize) -> Result<(), FrameError> {
@@ -287,9 +294,19 @@ impl Probe {
         assembler: &Assembler,
         trust: bool,
     ) -> Result<Status<(Frame<'a>, usize)>, FrameError> {
-        let header = match frame::decode_header(buf, limits)? {
-            Status::Complete(header) => header,
-            Status::Partial => return Ok(Status::Partial),
+        let header = match frame::decode_header(buf, limits) {
+            Ok(Status::Complete(header)) => header,
+            Ok(Status::Partial) => return Ok(Status::Partial),
+            // The header alone cannot tell a frame out of order, so it may report a length over the limit first:
+            // the protocol error comes first, as it does in `Assembler::push`.
+            Err(e @ FrameError::MessageTooBig { .. }) => {
+                let order = buf
+                    .first()
+                    .and_then(|&b0| OpCode::from_u8(b0 & 0x0F))
+                    .map_or(Ok(()), |opcode| assembler.check_order(opcode));
+                return Err(order.err().unwrap_or(e));
+            }
+            Err(e) => return Err(e),
         };
         if header.frame_len().is_some_and(|len| len <= buf.len()) {
             if self.is_idle() {
@@ -789,6 +806,38 @@ mod tests {
             };
             assert_eq!(read(8), expected, "{opcode:?}");
         }
+    }
+
+    #[test]
+    fn a_frame_out_of_order_is_a_protocol_error_even_when_it_is_also_too_long() {
+        let limits = Limits {
+            max_payload: 10,
+            require_mask: true,
+        };
+        let header_of = |opcode| {
+            let mut bytes = Vec::new();
+            frame::encode_masked(&mut bytes, true, opcode, &[b'x'; 11], [1, 2, 3, 4]);
+            bytes
+        };
+        let decode = |assembler: &Assembler, opcode| {
+            Probe::default()
+                .decode(&mut header_of(opcode), &limits, assembler)
+                .err()
+        };
+        let too_big = Some(FrameError::MessageTooBig { size: 11, max: 10 });
+        let (idle, mut open) = (Assembler::new(10), Assembler::new(10));
+        open.push(frame(false, OpCode::Text, b"ab")).unwrap();
+        // In order, the length is what is wrong (1009); out of order, the order is (1002), as `push` would say.
+        assert_eq!(decode(&idle, OpCode::Binary), too_big);
+        assert_eq!(decode(&open, OpCode::Continuation), too_big);
+        assert_eq!(
+            decode(&open, OpCode::Binary),
+            Some(FrameError::ExpectedContinuation)
+        );
+        assert_eq!(
+            decode(&idle, OpCode::Continuation),
+            Some(FrameError::UnexpectedContinuation)
+        );
     }
 
     #[test]

@@ -181,6 +181,33 @@ fn max_message_fails_as_soon_as_a_header_shows_the_message_is_too_big() {
 }
 
 #[test]
+fn a_frame_out_of_order_gets_1002_even_when_it_also_announces_too_many_bytes() {
+    let server = start(
+        Config {
+            max_message: 1000,
+            ..Config::default()
+        },
+        Echo,
+    );
+    // A new binary message while a text message is open (§5.4): a protocol error, whatever its length.
+    let mut ws = handshaken(server.addr);
+    let mut input = masked(false, OpCode::Text, b"open");
+    input.extend_from_slice(&masked(true, OpCode::Binary, &[1; 1001])[..8]);
+    ws.write_all(&input).unwrap();
+    assert_eq!(read_close(&mut ws), Some(1002));
+    assert_closed(&mut ws);
+
+    // A continuation with no message to continue.
+    let mut ws = handshaken(server.addr);
+    ws.write_all(&masked(true, OpCode::Continuation, &[2; 1001])[..8])
+        .unwrap();
+    assert_eq!(read_close(&mut ws), Some(1002));
+    assert_closed(&mut ws);
+
+    still_serves(server.addr);
+}
+
+#[test]
 fn head_over_max_head_gets_431() {
     let server = start(Config::default(), Echo);
     let max_head = Config::default().max_head;
