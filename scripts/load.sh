@@ -9,9 +9,11 @@
 #   scripts/load.sh --quick            # CI: one 2 s echo run against wsloop only; non-zero on any error
 #
 # Every server gets a free 127.0.0.1 port and a single thread (tokio's current-thread runtime for the
-# peers), so on a two-core machine the server has one core and the load generator the other. The
-# generator reports its own CPU use: near 100% means the rate is its limit, not the server's; the
-# server's CPU time per message (from /proc/PID/stat) is the figure that holds either way.
+# peers), pinned to one core, and the load generator to another. The generator reports its own CPU
+# use and the server's (from /proc/PID/stat): a server near 100% of its core was at its own limit;
+# one with time to spare while the generator was near 100% was held back by the generator. The
+# server's CPU time per message, and the part of it in the server's own code (user time; the rest is
+# mostly the kernel's TCP work, alike for every server), hold either way.
 # Raw RESULT lines are kept in reports/load-results.txt.
 set -euo pipefail
 
@@ -47,13 +49,19 @@ trap cleanup EXIT
 
 LOADGEN=$PEERS/target/release/loadgen
 
-# With two or more cores, each server is pinned to the last core and the generator to the first, so
-# that neither is moved mid-run and every server meets the same placement (the kernel's loopback
-# work runs on the core of whoever sends, so each side's TCP work stays on its own core).
+# With two or more cores, each server is pinned to the last core this script may run on and the
+# generator to the first (of e.g. "0-1", or "2,5-7" in a container), so that neither is moved mid-run
+# and every server meets the same placement. The kernel's loopback work runs on the core of whoever
+# sends, so each side's TCP work stays on its own core.
 PIN_SERVER=() PIN_LOADGEN=()
-CORES=$(nproc 2>/dev/null || echo 1)
-if [ "$CORES" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
-    PIN_SERVER=(taskset -c "$((CORES - 1))") PIN_LOADGEN=(taskset -c 0)
+ALLOWED=$(awk '/^Cpus_allowed_list:/ { print $2 }' /proc/self/status 2>/dev/null || true)
+FIRST_CORE=${ALLOWED%%[,-]*} LAST_CORE=${ALLOWED##*[,-]}
+if [ -n "$ALLOWED" ] && [ "$FIRST_CORE" != "$LAST_CORE" ] && command -v taskset >/dev/null 2>&1 &&
+    taskset -c "$FIRST_CORE" true 2>/dev/null && taskset -c "$LAST_CORE" true 2>/dev/null; then
+    PIN_SERVER=(taskset -c "$LAST_CORE") PIN_LOADGEN=(taskset -c "$FIRST_CORE")
+    echo "== server on core $LAST_CORE, load generator on core $FIRST_CORE"
+else
+    echo "== one core, or no taskset: server and load generator are not pinned"
 fi
 WSLOOP_ECHO=$ROOT/target/release/examples/echo
 WSLOOP_BROADCAST=$ROOT/target/release/examples/broadcast
