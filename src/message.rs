@@ -118,17 +118,16 @@ impl Assembler {
         }
     }
 
-    /// Fail-fast for a frame that is still arriving: checks what its header and the payload bytes so far already
-    /// show. `fresh` are the payload bytes that came since the last call for this frame, unmasked; `first` says no
-    /// call came before. A continuation whose announced length takes the message over the limit fails before its
-    /// payload is buffered; text fails on its first invalid UTF-8 byte (Autobahn's 6.4.x cases send invalid text
-    /// in slow pieces of one frame and expect the close right away). The checks run in the order
-    /// [`Assembler::push`] runs them, so the error does not depend on how the bytes were cut into reads. Returns
-    /// whether `fresh` was checked as text.
+    /// Fail-fast for a frame that is still arriving: checks what its header already shows, and says whether its
+    /// payload is text to be checked as it comes (`utf8` set up for it on the `first` call for the frame: a
+    /// continuation goes on from where the message's text stands). A continuation whose announced length takes the
+    /// message over the limit fails before its payload is buffered; text fails on its first invalid UTF-8 byte
+    /// (Autobahn's 6.4.x cases send invalid text in slow pieces of one frame and expect the close right away). The
+    /// checks run in the order [`Assembler::push`] runs them, so the error does not depend on how the bytes were
+    /// cut into reads.
     fn check_partial(
         &self,
         header: &Header,
-        fresh: &[u8],
         first: bool,
         utf8: &mut Utf8Stream,
     ) -> Result<bool, FrameError> {
@@ -141,18 +140,14 @@ impl Assembler {
             OpCode::Continuation => self.open == Some(OpCode::Text),
             _ => false,
         };
-        if !is_text {
-            return Ok(false);
-        }
-        if first {
+        if is_text && first {
             *utf8 = if header.opcode == OpCode::Continuation {
                 self.utf8
             } else {
                 Utf8Stream::default()
             };
         }
-        utf8.push(fresh)?;
-        Ok(true)
+        Ok(is_text)
     }
 
     /// Frees the fragment buffer once its message has been delivered, so an idle connection holds none.
@@ -328,16 +323,20 @@ impl Probe {
         payload: &mut [u8],
         assembler: &Assembler,
     ) -> Result<(), FrameError> {
-        let fresh = payload.get_mut(self.unmasked..).unwrap_or_default();
-        if let Some(key) = header.masking_key {
-            frame::apply_mask(fresh, key, self.unmasked);
-        }
-        let first = self.unmasked == 0;
+        let (first, offset) = (self.unmasked == 0, self.unmasked);
+        let is_text = assembler.check_partial(header, first, &mut self.utf8)?;
+        let fresh = payload.get_mut(offset..).unwrap_or_default();
         self.unmasked += fresh.len();
         // Once a piece was not checked as text, or failed, no later one makes the frame's text trusted.
         let was_checked = first || self.is_checked_text;
         self.is_checked_text = false;
-        let is_text = assembler.check_partial(header, fresh, first, &mut self.utf8)?;
+        // Text is unmasked in the pass that checks it; either way every fresh byte is unmasked, even on an error.
+        match (header.masking_key, is_text) {
+            (Some(key), true) => self.utf8.push_unmasking(fresh, key, offset)?,
+            (None, true) => self.utf8.push(fresh)?,
+            (Some(key), false) => frame::apply_mask(fresh, key, offset),
+            (None, false) => {}
+        }
         self.is_checked_text =
             was_checked && is_text && header.opcode == OpCode::Text && header.fin;
         Ok(())
@@ -391,37 +390,95 @@ impl Utf8Stream {
     /// that an earlier piece began and this one finishes, then this piece's own up to a character it leaves cut.
     pub fn push_with(
         &mut self,
-        mut bytes: &[u8],
+        bytes: &[u8],
         mut whole: impl FnMut(&str),
     ) -> Result<(), FrameError> {
+        let taken = self.finish_carry(bytes, &mut whole)?;
         if self.carry_len > 0 {
-            // Complete the character that the previous piece left open, one byte at a time.
-            while self.carry_len < 4 {
-                let Some((&b, rest)) = bytes.split_first() else {
-                    return Ok(());
-                };
-                self.carry[usize::from(self.carry_len)] = b;
-                self.carry_len += 1;
-                bytes = rest;
-                match std::str::from_utf8(&self.carry[..usize::from(self.carry_len)]) {
-                    Ok(finished) => {
-                        whole(finished);
-                        break;
-                    }
-                    Err(e) if e.error_len().is_some() => return Err(FrameError::InvalidUtf8),
-                    Err(_) => {}
-                }
-            }
-            self.carry_len = 0;
+            return Ok(());
         }
-        let Some((valid, cut)) = utf8::split_complete(bytes) else {
+        let Some((valid, cut)) = utf8::split_complete(&bytes[taken..]) else {
             return Err(FrameError::InvalidUtf8);
         };
         whole(valid);
-        // An incomplete character at the very end: keep it for the next piece.
+        self.carry_from(cut);
+        Ok(())
+    }
+
+    /// [`Utf8Stream::push`] for bytes that are still masked: `masked` lies `offset` bytes into a payload masked with
+    /// `key`. They are unmasked in place in the same pass that checks them (see [`utf8::unmask_and_check`]), every
+    /// one of them whatever the outcome.
+    pub fn push_unmasking(
+        &mut self,
+        masked: &mut [u8],
+        key: [u8; 4],
+        offset: usize,
+    ) -> Result<(), FrameError> {
+        // The character an earlier piece left open needs at most three more bytes: they are unmasked first.
+        let head = if self.carry_len > 0 {
+            masked.len().min(3)
+        } else {
+            0
+        };
+        let mut first = [0u8; 3];
+        first[..head].copy_from_slice(&masked[..head]);
+        frame::apply_mask(&mut first[..head], key, offset);
+        let taken = match self.finish_carry(&first[..head], &mut |_| {}) {
+            Ok(taken) => taken,
+            Err(e) => {
+                frame::apply_mask(masked, key, offset);
+                return Err(e);
+            }
+        };
+        let (done, rest) = masked.split_at_mut(taken);
+        done.copy_from_slice(&first[..taken]);
+        if self.carry_len > 0 {
+            return Ok(());
+        }
+        match utf8::unmask_and_check(rest, key, offset + taken) {
+            utf8::Verdict::Valid => Ok(()),
+            utf8::Verdict::Incomplete(end) => {
+                self.carry_from(&rest[end..]);
+                Ok(())
+            }
+            utf8::Verdict::Invalid => Err(FrameError::InvalidUtf8),
+        }
+    }
+
+    /// Completes the character that the previous piece left open, one byte of `bytes` at a time, and hands it to
+    /// `whole`; returns how many bytes it took. If `bytes` ran out first, the character is still open.
+    fn finish_carry(
+        &mut self,
+        bytes: &[u8],
+        whole: &mut impl FnMut(&str),
+    ) -> Result<usize, FrameError> {
+        if self.carry_len == 0 {
+            return Ok(0);
+        }
+        for (taken, &b) in bytes.iter().enumerate() {
+            if usize::from(self.carry_len) == self.carry.len() {
+                // Cannot happen: four bytes that begin validly are a whole character. Said, not assumed.
+                return Err(FrameError::InvalidUtf8);
+            }
+            self.carry[usize::from(self.carry_len)] = b;
+            self.carry_len += 1;
+            match std::str::from_utf8(&self.carry[..usize::from(self.carry_len)]) {
+                Ok(finished) => {
+                    whole(finished);
+                    self.carry_len = 0;
+                    return Ok(taken + 1);
+                }
+                Err(e) if e.error_len().is_some() => return Err(FrameError::InvalidUtf8),
+                Err(_) => {}
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    /// Keeps `cut`, the one to three bytes of a character that the piece began and did not finish.
+    fn carry_from(&mut self, cut: &[u8]) {
         self.carry[..cut.len()].copy_from_slice(cut);
         self.carry_len = cut.len() as u8;
-        Ok(())
     }
 
     /// The bytes of a character cut off at the end of the last piece, kept for the next.
@@ -748,6 +805,54 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn push_unmasking_agrees_with_push_and_unmasks_every_byte_whatever_it_finds() {
+        let long = "κόσμε 𝄞😀 €, long enough for the 32-byte steps of the vector path. ".repeat(2);
+        let mut late_error = long.clone().into_bytes();
+        late_error[90] = 0xff;
+        let mut cut_then_bad = long.clone().into_bytes();
+        cut_then_bad[1] = b'!'; // `κ` (two bytes) loses its continuation byte
+        let samples: [&[u8]; 5] = [
+            long.as_bytes(),
+            &late_error,
+            &cut_then_bad,
+            "a𝄞😀b".as_bytes(),
+            &[0xf0, 0x9d, 0x84, 0x41, 0x41],
+        ];
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        utf8::scalar_only::and_vector(|| {
+            for sample in samples {
+                for cut in 0..=sample.len() {
+                    let mut masked = sample.to_vec();
+                    frame::apply_mask(&mut masked, key, 0);
+                    let (mut plain, mut unmasking) = (Utf8Stream::default(), Utf8Stream::default());
+                    let (a, b) = masked.split_at_mut(cut);
+                    let first = (
+                        plain.push(&sample[..cut]),
+                        unmasking.push_unmasking(a, key, 0),
+                    );
+                    let second = (
+                        plain.push(&sample[cut..]),
+                        unmasking.push_unmasking(b, key, cut),
+                    );
+                    assert_eq!(first.0, first.1, "{sample:x?} cut at {cut}");
+                    if first.0.is_ok() {
+                        assert_eq!(second.0, second.1, "{sample:x?} cut at {cut}");
+                        assert_eq!(
+                            plain.finish(),
+                            unmasking.finish(),
+                            "{sample:x?} cut at {cut}"
+                        );
+                    }
+                    assert!(
+                        masked == sample,
+                        "{sample:x?} cut at {cut}: not all unmasked"
+                    );
                 }
             }
         });

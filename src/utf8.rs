@@ -28,8 +28,17 @@ pub const MIN_VECTOR_LEN: usize = 35;
 /// Checks `bytes`, which start at a character boundary. A character cut off at the end is [`Verdict::Incomplete`].
 #[inline]
 pub fn check(bytes: &[u8]) -> Verdict {
-    // A zero key leaves the bytes as they are.
-    check_masked(bytes, [0; 4], 0).unwrap_or_else(|| with_std(bytes))
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len() >= MIN_VECTOR_LEN && has_avx2() {
+        // SAFETY: `avx2::has_error` requires AVX2, which the CPU has just been found to have, and at least
+        // `MIN_VECTOR_LEN` readable bytes, checked on the line above. Without `UNMASK` it writes nothing (so the
+        // pointer's `mut` is never used); a zero key leaves the bytes as they are.
+        if unsafe { avx2::has_error::<false>(bytes.as_ptr().cast_mut(), bytes.len(), [0; 4]) } {
+            return Verdict::Invalid;
+        }
+        return last_character(bytes);
+    }
+    with_std(bytes)
 }
 
 /// The whole of `bytes` as text, if it is valid UTF-8.
@@ -59,62 +68,43 @@ pub fn split_complete(bytes: &[u8]) -> Option<(&str, &[u8])> {
 
 /// Unmasks a frame's payload in place (as [`frame::apply_mask`](crate::frame::apply_mask) does from offset 0) and
 /// returns the unmasked bytes, with the same bytes as text if they are valid UTF-8.
+#[inline]
+pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
+    let verdict = unmask_and_check(payload, key, 0);
+    let payload = &*payload;
+    match verdict {
+        // SAFETY: `unmask_and_check` found the bytes, as they now are, valid UTF-8 to the last byte.
+        Verdict::Valid => (
+            payload,
+            Some(unsafe { std::str::from_utf8_unchecked(payload) }),
+        ),
+        Verdict::Invalid | Verdict::Incomplete(_) => (payload, None),
+    }
+}
+
+/// Unmasks `masked` in place, as [`frame::apply_mask`](crate::frame::apply_mask) does (`masked` lies `offset`
+/// bytes into a payload masked with `key`), and says what the unmasked bytes are, as [`check`] would. Every byte is
+/// unmasked whatever the verdict.
 ///
 /// The vector path does both in one pass: each 32 bytes are read masked, unmasked in a register, written back and
-/// checked there. Unmasking first and checking after would read the payload twice, and the second read of a short
+/// checked there. Unmasking first and checking after would read the bytes twice, and the second read of a short
 /// payload would wait for the unmasking's 8-byte writes under each 32-byte read to reach the cache (a
 /// store-forwarding stall, measured at about 7 ns on a 125-byte message).
 #[inline]
-pub fn unmask_text(payload: &mut [u8], key: [u8; 4]) -> (&[u8], Option<&str>) {
-    #[cfg(target_arch = "x86_64")]
-    if payload.len() >= MIN_VECTOR_LEN && has_avx2() {
-        // SAFETY: as in `check_masked`: AVX2 was just detected, and the length is checked on the line above; the
-        // pointer comes from a `&mut` of that length, so it may be written.
-        let has_error =
-            unsafe { avx2::has_error::<true>(payload.as_mut_ptr(), payload.len(), key) };
-        let payload = &*payload;
-        return match (has_error, last_character(payload)) {
-            // SAFETY: the vector pass found no error in the unmasked bytes and the last character is complete:
-            // this is `check`'s answer, for the bytes as they now are.
-            (false, Verdict::Valid) => (
-                payload,
-                Some(unsafe { std::str::from_utf8_unchecked(payload) }),
-            ),
-            _ => (payload, None),
-        };
-    }
-    crate::frame::apply_mask(payload, key, 0);
-    let payload = &*payload;
-    (payload, to_str(payload))
-}
-
-/// [`check`] for bytes that are still masked: `masked` lies `offset` bytes into a frame's payload masked with `key`.
-/// Nothing is written: the vector path unmasks in registers. `None` where there is no vector path (text under
-/// [`MIN_VECTOR_LEN`] bytes, or a CPU without AVX2): the caller unmasks a copy and checks that.
-#[inline]
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-pub fn check_masked(masked: &[u8], key: [u8; 4], offset: usize) -> Option<Verdict> {
+pub fn unmask_and_check(masked: &mut [u8], key: [u8; 4], offset: usize) -> Verdict {
     #[cfg(target_arch = "x86_64")]
     if masked.len() >= MIN_VECTOR_LEN && has_avx2() {
         // The key as it stands at masked[0].
         let key = crate::frame::rotate(key, offset);
-        // SAFETY: `avx2::has_error` requires AVX2, which the CPU has just been found to have, and at least
-        // `MIN_VECTOR_LEN` readable bytes, checked on the line above. Without `UNMASK` it writes nothing (so the
-        // pointer's `mut` is never used).
-        if unsafe { avx2::has_error::<false>(masked.as_ptr().cast_mut(), masked.len(), key) } {
-            return Some(Verdict::Invalid);
+        // SAFETY: AVX2 was just detected, and the length is checked on the line above; the pointer comes from a
+        // `&mut` of that length, so it may be read and written. With `UNMASK`, every byte is written back unmasked.
+        if unsafe { avx2::has_error::<true>(masked.as_mut_ptr(), masked.len(), key) } {
+            return Verdict::Invalid;
         }
-        let from = masked.len() - 3;
-        let mut last = [0u8; 3];
-        for (i, byte) in last.iter_mut().enumerate() {
-            *byte = masked[from + i] ^ key[(from + i) % 4];
-        }
-        return Some(match last_character(&last) {
-            Verdict::Incomplete(at) => Verdict::Incomplete(from + at),
-            verdict => verdict,
-        });
+        return last_character(masked);
     }
-    None
+    crate::frame::apply_mask(masked, key, offset);
+    with_std(masked)
 }
 
 /// Whether the vector path may run: the CPU has AVX2, and, in this crate's own tests, the test has not turned the
@@ -433,12 +423,12 @@ mod tests {
         for offset in [0, 3] {
             let mut masked = bytes.to_vec();
             crate::frame::apply_mask(&mut masked, key, offset);
-            if let Some(masked_verdict) = check_masked(&masked, key, offset) {
-                assert_eq!(
-                    masked_verdict, verdict,
-                    "masked from {offset}, on {bytes:02x?}"
-                );
-            }
+            assert_eq!(
+                unmask_and_check(&mut masked, key, offset),
+                verdict,
+                "masked from {offset}, on {bytes:02x?}"
+            );
+            assert_eq!(masked, bytes, "unmasked from {offset}");
         }
         let (unmasked, text) = unmask_text(&mut payload, key);
         assert_eq!(unmasked, bytes, "unmasked");

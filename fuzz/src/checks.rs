@@ -216,7 +216,7 @@ pub fn assembler(data: &[u8]) {
     }
 }
 
-/// `utf8::check`, `utf8::to_str`, `utf8::split_complete`, `utf8::check_masked` and `utf8::unmask_text` on
+/// `utf8::check`, `utf8::to_str`, `utf8::split_complete`, `utf8::unmask_and_check` and `utf8::unmask_text` on
 /// arbitrary bytes, held to `std::str::from_utf8`.
 ///
 /// The first four bytes are the masking key, the rest the text: what a text frame's payload is, masked with that
@@ -249,13 +249,16 @@ pub fn utf8(data: &[u8]) {
     };
     assert_eq!(split, expected_split, "split_complete");
 
-    // Masked from an offset into the payload (the key turned by it), checked where the bytes lie.
+    // Masked from an offset into the payload (the key turned by it), unmasked and checked in place.
     let offset = usize::from(key[0] % 4);
     let mut masked = text.to_vec();
     frame::apply_mask(&mut masked, key, offset);
-    if let Some(verdict) = utf8::check_masked(&masked, key, offset) {
-        assert_eq!(verdict, expected, "check_masked");
-    }
+    assert_eq!(
+        utf8::unmask_and_check(&mut masked, key, offset),
+        expected,
+        "unmask_and_check"
+    );
+    assert_eq!(masked, text, "unmask_and_check must unmask like apply_mask");
 
     let mut masked = text.to_vec();
     frame::apply_mask(&mut masked, key, 0);
