@@ -7,6 +7,7 @@
 #   scripts/load.sh --only echo        # one part: echo, broadcast, chat or idle
 #   scripts/load.sh --runs 5 --secs 10 # more and longer runs (defaults: 3 runs of 5 s, after 1 s warm-up)
 #   scripts/load.sh --quick            # CI: one 2 s echo run against wsloop only; non-zero on any error
+#   scripts/load.sh --summary FILE     # the tables again, from the RESULT lines a run kept
 #
 # Every server gets a free 127.0.0.1 port and a single thread (tokio's current-thread runtime for the
 # peers), pinned to one core, and the load generator to another. The generator reports its own CPU
@@ -14,12 +15,78 @@
 # one with time to spare while the generator was near 100% was held back by the generator. The
 # server's CPU time per message, and the part of it in the server's own code (user time; the rest is
 # mostly the kernel's TCP work, alike for every server), hold either way.
-# Raw RESULT lines are kept in reports/load-results.txt.
+# Raw RESULT lines are kept in reports/load-results-<UTC time>.txt (and the last run's in load-results.txt).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEERS=$ROOT/peers
-QUICK=0 RUNS=3 SECS=5 WARMUP=1 ONLY=all IDLE_CONNS=10000
+# The summary: medians per configuration and server, and wsloop's figure over each peer's.
+summarize() {
+echo
+echo "== medians of the runs in $1 (ratio = wsloop / peer, the median of the ratios of runs made one after the other:"
+echo "   above 1 means wsloop handled more, or used more CPU per message; range = the lowest and highest of those ratios)"
+awk '
+function median(list,   n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+# The ratios of run i of one server to run i of another (their runs interleave, so run i of each came one after
+# the other): "median (lowest-highest)". The pairing takes out what a slow moment of the machine does to both.
+function paired(mine, theirs,   n, m, a, b, i, list, lo, hi, q) {
+    n = split(mine, a, " "); m = split(theirs, b, " ")
+    if (n != m || n == 0) return "-"
+    list = ""; lo = ""; hi = ""
+    for (i = 1; i <= n; i++) {
+        if (b[i] + 0 <= 0) return "-"
+        q = a[i] / b[i]; list = list " " q
+        if (lo == "" || q < lo) lo = q
+        if (hi == "" || q > hi) hi = q
+    }
+    return sprintf("%.2f (%.2f-%.2f)", median(list), lo, hi)
+}
+{
+    key = $1 " " $2; server = $3
+    if (!(key in seen)) { seen[key] = 1; order[++nkeys] = key }
+    for (i = 5; i <= NF; i++) { split($i, kv, "="); vals[key, server, kv[1]] = vals[key, server, kv[1]] " " kv[2] }
+}
+END {
+    split("wsloop tokio-tungstenite fastwebsockets", servers, " ")
+    for (k = 1; k <= nkeys; k++) {
+        key = order[k]; split(key, parts, " ")
+        if (parts[1] == "echo") {
+            rate = "msgs_per_s"; cpu = "server_us_per_msg"; user = "server_user_us_per_msg"
+            printf "\n%-22s %-18s %12s %9s %9s %12s %9s %8s %8s %18s %18s\n", key, "server", "msgs/s", "p50 us", "p99 us", "srv us/msg", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)"
+        } else if (parts[1] == "chat") {
+            rate = "deliveries_per_s"; cpu = "server_us_per_delivery"; user = "server_user_us_per_delivery"
+            printf "\n%-22s %-18s %12s %9s %9s %12s %9s %8s %8s %18s %18s\n", key, "server", "deliveries/s", "p50 us", "p99 us", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)"
+        } else if (parts[1] == "broadcast") {
+            rate = "deliveries_per_s"; cpu = "server_us_per_delivery"; user = "server_user_us_per_delivery"
+            printf "\n%-22s %-18s %12s %9s %9s %12s %9s %8s %8s %18s %18s\n", key, "server", "deliveries/s", "round p50", "ms p99", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)"
+        } else {
+            printf "\n%-22s %-18s %14s %14s %12s\n", key, "server", "B/conn open", "B/conn used", "RSS MiB open"
+        }
+        for (s = 1; s <= 3; s++) {
+            sv = servers[s]
+            if (parts[1] == "idle") {
+                if ((key, sv, "bytes_per_conn_open") in vals)
+                    printf "%-22s %-18s %14.0f %14.0f %12.1f\n", "", sv, median(vals[key, sv, "bytes_per_conn_open"]), median(vals[key, sv, "bytes_per_conn_used"]), median(vals[key, sv, "rss_open"]) / 1048576
+                continue
+            }
+            if (!((key, sv, rate) in vals)) continue
+            r = median(vals[key, sv, rate]); c = median(vals[key, sv, cpu])
+            p50 = parts[1] != "broadcast" ? median(vals[key, sv, "p50_us"]) : median(vals[key, sv, "round_p50_ms"])
+            p99 = parts[1] != "broadcast" ? median(vals[key, sv, "p99_us"]) : median(vals[key, sv, "round_p99_ms"])
+            if (sv == "wsloop") { rr = "-"; cr = "-" }
+            else { rr = paired(vals[key, "wsloop", rate], vals[key, sv, rate]); cr = paired(vals[key, "wsloop", cpu], vals[key, sv, cpu]) }
+            u = ((key, sv, user) in vals) ? sprintf("%.3f", median(vals[key, sv, user])) : "-"
+            printf "%-22s %-18s %12.0f %9.1f %9.1f %12.3f %9s %8.0f %8.0f %18s %18s\n", "", sv, r, p50, p99, c, u, median(vals[key, sv, "server_cpu_pct"]), median(vals[key, sv, "client_cpu_pct"]), rr, cr
+        }
+    }
+}' "$1"
+}
+
+QUICK=0 RUNS=3 SECS=5 WARMUP=1 ONLY=all IDLE_CONNS=10000 SUMMARY=
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
@@ -27,11 +94,16 @@ while [ $# -gt 0 ]; do
         --secs) SECS=$2; shift ;;
         --only) ONLY=$2; shift ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
-        *) echo "usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only echo|broadcast|chat|idle] [--idle-conns N]" >&2
+        --summary) SUMMARY=$2; shift ;;
+        *) echo "usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only echo|broadcast|chat|idle] [--idle-conns N] [--summary FILE]" >&2
            exit 2 ;;
     esac
     shift
 done
+if [ -n "$SUMMARY" ]; then
+    summarize "$SUMMARY"
+    exit 0
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "load.sh: cargo is not installed (this project needs a Rust toolchain)" >&2
@@ -41,7 +113,7 @@ fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -94,7 +166,7 @@ start_server() {
     # The examples log at warn so that logging is not measured.
     (
         ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
-        RUST_LOG=warn exec "${PIN_SERVER[@]}" "${cmd[@]}"
+        RUST_LOG=warn exec ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "${cmd[@]}"
     ) >"$WORK/$name-$mode.log" 2>&1 &
     PID=$!
     PIDS+=("$PID")
@@ -114,7 +186,7 @@ stop_server() {
 run_loadgen() {
     local label=$1; shift
     local out
-    if ! out=$("${PIN_LOADGEN[@]}" "$LOADGEN" "$@" 2>&1); then
+    if ! out=$(${PIN_LOADGEN[@]+"${PIN_LOADGEN[@]}"} "$LOADGEN" "$@" 2>&1); then
         echo "$out" >&2
         echo "load.sh: loadgen failed: $label ($*)" >&2
         exit 1
@@ -193,53 +265,8 @@ if [ "$ONLY" = all ] || [ "$ONLY" = idle ]; then
 fi
 
 mkdir -p "$ROOT/reports"
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+cp "$WORK/results" "$ROOT/reports/load-results-$STAMP.txt"
 cp "$WORK/results" "$ROOT/reports/load-results.txt"
+summarize "$ROOT/reports/load-results-$STAMP.txt"
 
-# The summary: medians per configuration and server, and wsloop's figure over each peer's.
-echo
-echo "== medians of $RUNS runs (ratio = wsloop / peer: above 1 means wsloop handled more, or used more CPU per message)"
-awk '
-function median(list,   n, a, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j > 0 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-{
-    key = $1 " " $2; server = $3
-    if (!(key in seen)) { seen[key] = 1; order[++nkeys] = key }
-    for (i = 5; i <= NF; i++) { split($i, kv, "="); vals[key, server, kv[1]] = vals[key, server, kv[1]] " " kv[2] }
-}
-END {
-    split("wsloop tokio-tungstenite fastwebsockets", servers, " ")
-    for (k = 1; k <= nkeys; k++) {
-        key = order[k]; split(key, parts, " ")
-        if (parts[1] == "echo") {
-            rate = "msgs_per_s"; cpu = "server_us_per_msg"; user = "server_user_us_per_msg"
-            printf "\n%-22s %-18s %12s %9s %9s %12s %9s %8s %8s %10s %10s\n", key, "server", "msgs/s", "p50 us", "p99 us", "srv us/msg", "own code", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
-        } else if (parts[1] == "chat") {
-            rate = "deliveries_per_s"; cpu = "server_us_per_delivery"; user = "server_user_us_per_delivery"
-            printf "\n%-22s %-18s %12s %9s %9s %12s %9s %8s %8s %10s %10s\n", key, "server", "deliveries/s", "p50 us", "p99 us", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
-        } else if (parts[1] == "broadcast") {
-            rate = "deliveries_per_s"; cpu = "server_us_per_delivery"; user = "server_user_us_per_delivery"
-            printf "\n%-22s %-18s %12s %9s %9s %12s %9s %8s %8s %10s %10s\n", key, "server", "deliveries/s", "round p50", "ms p99", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio", "cpu ratio"
-        } else {
-            printf "\n%-22s %-18s %14s %14s %12s\n", key, "server", "B/conn open", "B/conn used", "RSS MiB open"
-        }
-        for (s = 1; s <= 3; s++) {
-            sv = servers[s]
-            if (parts[1] == "idle") {
-                if ((key, sv, "bytes_per_conn_open") in vals)
-                    printf "%-22s %-18s %14.0f %14.0f %12.1f\n", "", sv, median(vals[key, sv, "bytes_per_conn_open"]), median(vals[key, sv, "bytes_per_conn_used"]), median(vals[key, sv, "rss_open"]) / 1048576
-                continue
-            }
-            if (!((key, sv, rate) in vals)) continue
-            r = median(vals[key, sv, rate]); c = median(vals[key, sv, cpu])
-            p50 = parts[1] != "broadcast" ? median(vals[key, sv, "p50_us"]) : median(vals[key, sv, "round_p50_ms"])
-            p99 = parts[1] != "broadcast" ? median(vals[key, sv, "p99_us"]) : median(vals[key, sv, "round_p99_ms"])
-            if (sv == "wsloop") { wr = r; wc = c; rr = "-"; cr = "-" }
-            else { rr = (r > 0 && wr != "") ? sprintf("%.2f", wr / r) : "-"; cr = (c > 0 && wc != "") ? sprintf("%.2f", wc / c) : "-" }
-            u = ((key, sv, user) in vals) ? sprintf("%.3f", median(vals[key, sv, user])) : "-"
-            printf "%-22s %-18s %12.0f %9.1f %9.1f %12.3f %9s %8.0f %8.0f %10s %10s\n", "", sv, r, p50, p99, c, u, median(vals[key, sv, "server_cpu_pct"]), median(vals[key, sv, "client_cpu_pct"]), rr, cr
-        }
-    }
-}' "$WORK/results"
