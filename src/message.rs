@@ -119,12 +119,12 @@ impl Assembler {
     }
 
     /// Fail-fast for a frame that is still arriving: checks what its header already shows (the message's size
-    /// limit), and says whether its payload is text to be checked as it comes (`utf8` set up for it on the `first` call for the frame: a
-    /// continuation goes on from where the message's text stands). A continuation whose announced length takes the
-    /// message over the limit fails before its payload is buffered; text fails on its first invalid UTF-8 byte
-    /// (Autobahn's 6.4.x cases send invalid text in slow pieces of one frame and expect the close right away). The
-    /// checks run in the order [`Assembler::push`] runs them, so the error does not depend on how the bytes were
-    /// cut into reads.
+    /// limit), and says whether its payload is text to be checked as it comes (`utf8` set up for it on the `first`
+    /// call for the frame: a continuation goes on from where the message's text stands). A continuation whose
+    /// announced length takes the message over the limit fails before its payload is buffered; text fails on its
+    /// first invalid UTF-8 byte (Autobahn's 6.4.x cases send invalid text in slow pieces of one frame and expect the
+    /// close right away). The checks run in the order [`Assembler::push`] runs them, so the error does not depend on
+    /// how the bytes were cut into reads. A frame out of order is left to `push`: it is neither counted nor text.
     fn check_partial(
         &self,
         header: &Header,
@@ -132,19 +132,16 @@ impl Assembler {
         utf8: &mut Utf8Stream,
     ) -> Result<bool, FrameError> {
         let announced = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
-        match header.opcode {
+        let is_text = match header.opcode {
             OpCode::Continuation if self.open.is_some() => {
-                self.check_size(self.len(), announced)?
+                self.check_size(self.len(), announced)?;
+                self.open == Some(OpCode::Text)
             }
             // Only where the frame limit is above the message limit (never in the server) does this catch more.
             OpCode::Text | OpCode::Binary if self.open.is_none() => {
-                self.check_size(0, announced)?
+                self.check_size(0, announced)?;
+                header.opcode == OpCode::Text
             }
-            _ => {}
-        }
-        let is_text = match header.opcode {
-            OpCode::Text => !self.is_in_message(),
-            OpCode::Continuation => self.open == Some(OpCode::Text),
             _ => false,
         };
         if is_text && first {
