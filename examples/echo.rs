@@ -3,7 +3,7 @@
 //! This is the server the Autobahn Testsuite and the load tests talk to. Run it with
 //!
 //! ```text
-//! cargo run --release --example echo -- --port 9001 --max-users 10000
+//! cargo run --release --example echo -- --port 9001 --max-users 10000 [--threads 2]
 //! ```
 //!
 //! and try it from another terminal with any WebSocket client, e.g. `python3 -m websockets ws://127.0.0.1:9001/`.
@@ -12,7 +12,7 @@
 #[path = "common/args.rs"]
 mod args;
 
-use wsloop::{Config, ConnId, Handle, Handler, Message, Server};
+use wsloop::{Config, ConnId, Handle, Handler, Loops, Message};
 
 /// The whole application: the PHP `send` callback, answering each received message with itself.
 struct Echo;
@@ -30,25 +30,27 @@ fn main() {
         port: 9001,
         max_users: 10_000,
         max_message: 16 << 20,
+        threads: 1,
     };
     let args = args::parse("echo", defaults, false);
     let config = Config {
         max_users: args.max_users,
         ..Config::default()
     };
-    let server = Server::bind((args.host.as_str(), args.port), config).unwrap_or_else(|e| {
-        eprintln!("echo: cannot listen on {}:{}: {e}", args.host, args.port);
-        std::process::exit(1)
-    });
-    let stop = server.stop_handle();
-    ctrlc::set_handler(move || stop.stop()).expect("no other signal handler is installed");
+    // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
+    let loops =
+        Loops::bind((args.host.as_str(), args.port), config, args.threads).unwrap_or_else(|e| {
+            eprintln!("echo: cannot listen on {}:{}: {e}", args.host, args.port);
+            std::process::exit(1)
+        });
+    let remote = loops.remote();
+    ctrlc::set_handler(move || remote.stop()).expect("no other signal handler is installed");
     println!(
-        "echo server on ws://{}/",
-        server
-            .local_addr()
-            .expect("a bound listener has an address")
+        "echo server on ws://{}/ ({} loops)",
+        loops.local_addr().expect("a bound listener has an address"),
+        loops.len()
     );
-    if let Err(e) = server.run(Echo) {
+    if let Err(e) = loops.run(|_| Echo) {
         eprintln!("echo: {e}");
         std::process::exit(1);
     }

@@ -25,26 +25,39 @@ const MIN_READ_BEHIND: usize = 4096;
 pub(crate) const MAX_QUEUED_PONGS: usize = 16;
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
-/// newer client that happens to get the same slab slot.
+/// newer client that happens to get the same slab slot. With several loops an id also names the loop that owns the
+/// connection, and ids are unique across all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     serial: u64,
-    key: usize,
+    key: u32,
+    loop_index: u32,
 }
 
 impl ConnId {
-    pub(crate) fn new(serial: u64, key: usize) -> ConnId {
-        ConnId { serial, key }
+    /// `None` if `key` or `loop_index` is past what an id holds (4 billion connections on one loop).
+    pub(crate) fn new(serial: u64, key: usize, loop_index: usize) -> Option<ConnId> {
+        Some(ConnId {
+            serial,
+            key: u32::try_from(key).ok()?,
+            loop_index: u32::try_from(loop_index).ok()?,
+        })
     }
 
-    /// The id as a number: 1 for the first connection the server accepted, 2 for the next, and so on.
+    /// The id as a number: 1 for the first connection the server accepted, 2 for the next, and so on (across
+    /// all loops of the server).
     pub fn get(self) -> u64 {
         self.serial
     }
 
-    /// The slab key (and mio token) of the connection.
+    /// The slab key (and mio token) of the connection in its loop.
     pub(crate) fn key(self) -> usize {
-        self.key
+        self.key as usize
+    }
+
+    /// Which loop owns the connection: 0 for the first (and, with one loop, the only) one.
+    pub fn loop_index(self) -> usize {
+        self.loop_index as usize
     }
 }
 
@@ -498,7 +511,7 @@ mod tests {
         accepted.set_nonblocking(true).expect("non-blocking");
         let conn = Connection::new(
             TcpStream::from_std(accepted),
-            ConnId::new(1, 0),
+            ConnId::new(1, 0, 0).unwrap(),
             addr,
             1 << 20,
             Instant::now(),

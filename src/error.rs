@@ -305,6 +305,26 @@ impl From<io::Error> for Error {
     }
 }
 
+/// Why a [`Remote`](crate::Remote) call was refused. Nothing a call hands over is dropped without one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteError {
+    /// The loop's queue holds `Config::remote_queue` commands already: it cannot keep up. Try again later.
+    Full,
+    /// The server has stopped (or is stopping); nothing more will be carried out.
+    Stopped,
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteError::Full => write!(f, "the loop's queue is full"),
+            RemoteError::Stopped => write!(f, "the server has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for RemoteError {}
+
 /// True when an I/O error only means "not now": the socket has nothing more to give or take.
 pub(crate) fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -14,7 +15,8 @@ use crate::connection::{ConnId, Connection};
 use crate::frame::{self, Head, OpCode};
 use crate::handshake::{HttpResponse, Request};
 use crate::message::Message;
-use crate::server::Stats;
+use crate::server::{Stats, TimerId, Timers};
+use crate::topics::Topics;
 
 /// The user callbacks, named after the PHP function table. Every method has a default that does nothing.
 pub trait Handler {
@@ -34,6 +36,12 @@ pub trait Handler {
     /// code, or 1006 if the connection just dropped.
     fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
         let _ = (ws, id, code);
+    }
+
+    /// An application timer set with [`Handle::after`] or [`Handle::every`] is due: runs on the loop's thread with the
+    /// `token` it was set with. Not part of the PHP function table, which had no timers.
+    fn timer(&mut self, ws: &mut Handle<'_>, token: u64) {
+        let _ = (ws, token);
     }
 
     /// A plain HTTP `GET` without any WebSocket header. Return a response to serve it; `None` answers 426.
@@ -69,7 +77,7 @@ pub enum Outgoing<'a> {
 impl Outgoing<'_> {
     /// The frame header and the bytes that follow it: a separate header and the payload itself for a large owned
     /// payload, otherwise no header and the whole frame encoded in one buffer.
-    fn into_frame(self) -> (Head, Vec<u8>) {
+    pub(crate) fn into_frame(self) -> (Head, Vec<u8>) {
         let (opcode, payload) = match self {
             Outgoing::Message(msg) => (msg.opcode(), Cow::Borrowed(msg.as_bytes())),
             Outgoing::Text(text) => (OpCode::Text, Cow::Owned(text.into_bytes())),
@@ -118,51 +126,98 @@ impl From<Vec<u8>> for Outgoing<'_> {
     }
 }
 
-/// What a callback asked for, carried out by the loop after the callback returns. A frame is a header (none if
-/// the bytes are a whole frame) and the bytes that follow it.
+/// What a callback (or another thread, or another loop) asked for, carried out by the loop that owns the
+/// connection. A frame is a header (none if the bytes are a whole frame) and the bytes that follow it.
 pub(crate) enum Action {
     Send(ConnId, Head, Vec<u8>),
-    Broadcast(Head, Arc<Vec<u8>>),
+    /// To a topic's subscribers, or to everyone (`None`): one frame, its bytes shared by every receiver.
+    Publish(Option<Arc<str>>, Head, Arc<Vec<u8>>),
     Close(ConnId, u16, String),
 }
 
-/// What callbacks can do: send to one connection, broadcast to all, close one, and look at the pool.
+impl Action {
+    pub(crate) fn publish<'m>(topic: Option<&str>, msg: impl Into<Outgoing<'m>>) -> Action {
+        let (head, bytes) = msg.into().into_frame();
+        Action::Publish(topic.map(Arc::from), head, Arc::new(bytes))
+    }
+
+    pub(crate) fn send<'m>(id: ConnId, msg: impl Into<Outgoing<'m>>) -> Action {
+        let (head, bytes) = msg.into().into_frame();
+        Action::Send(id, head, bytes)
+    }
+}
+
+/// What callbacks can do: send to one connection, broadcast to all, publish to a topic's subscribers, close one,
+/// set timers, and look at the pool.
 pub struct Handle<'a> {
     conns: &'a Slab<Connection>,
     actions: &'a mut Vec<Action>,
+    topics: &'a mut Topics,
+    timers: &'a mut Timers,
     users: usize,
     stats: Stats,
+    now: Instant,
 }
 
 impl<'a> Handle<'a> {
     pub(crate) fn new(
         conns: &'a Slab<Connection>,
         actions: &'a mut Vec<Action>,
+        topics: &'a mut Topics,
+        timers: &'a mut Timers,
         users: usize,
         stats: Stats,
+        now: Instant,
     ) -> Handle<'a> {
         Handle {
             conns,
             actions,
+            topics,
+            timers,
             users,
             stats,
+            now,
         }
     }
 
     /// Sends a message to one connection. Ignored if that connection is gone or closing.
     ///
     /// `msg` is a received [`Message`], a `&str` or `&[u8]` (copied), or a `String` or `Vec<u8>` (handed over; see
-    /// [`Outgoing`]).
+    /// [`Outgoing`]). `id` may belong to another loop of the server: the message then goes to that loop.
     pub fn send<'m>(&mut self, id: ConnId, msg: impl Into<Outgoing<'m>>) {
-        let (head, bytes) = msg.into().into_frame();
-        self.actions.push(Action::Send(id, head, bytes));
+        self.actions.push(Action::send(id, msg));
     }
 
-    /// Sends a message to every handshaked connection, the sender included. The frame is made once and its bytes
-    /// are shared by all receivers.
+    /// Sends a message to every handshaked connection (on every loop), the sender included. The frame is made once
+    /// and its bytes are shared by all receivers.
     pub fn broadcast<'m>(&mut self, msg: impl Into<Outgoing<'m>>) {
-        let (head, bytes) = msg.into().into_frame();
-        self.actions.push(Action::Broadcast(head, Arc::new(bytes)));
+        self.actions.push(Action::publish(None, msg));
+    }
+
+    /// Sends a message to every subscriber of `topic`, on every loop, the sender included if it is subscribed. The
+    /// frame is made once and its bytes are shared by all receivers; only the topic's subscribers are touched.
+    /// Every subscriber sees the publishes (and broadcasts) of the whole server in one and the same order.
+    ///
+    /// Like everything a callback asks for, it is carried out after the callback returns: it reaches those
+    /// subscribed then.
+    pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Outgoing<'m>>) {
+        self.actions.push(Action::publish(Some(topic), msg));
+    }
+
+    /// Subscribes connection `id` to `topic`, at once. Returns false if `id` is not an open connection of this
+    /// loop (for instance one that is closing) or was subscribed already. A connection's subscriptions end with it.
+    pub fn subscribe(&mut self, id: ConnId, topic: &str) -> bool {
+        self.is_open(id) && self.topics.subscribe(id.key(), topic)
+    }
+
+    /// Unsubscribes connection `id` from `topic`, at once. Returns false if it was not subscribed.
+    pub fn unsubscribe(&mut self, id: ConnId, topic: &str) -> bool {
+        self.is_open(id) && self.topics.unsubscribe(id.key(), topic)
+    }
+
+    /// How many connections of this loop hold `topic`.
+    pub fn subscribers(&self, topic: &str) -> usize {
+        self.topics.count(topic)
     }
 
     /// Starts the closing handshake with `code` (RFC 6455 §7.4) and a short `reason` (cut to 123 bytes). A code
@@ -172,36 +227,51 @@ impl<'a> Handle<'a> {
             .push(Action::Close(id, code, reason.to_string()));
     }
 
-    /// What the server has done so far: connections accepted, handshakes, slow readers dropped, the largest queue.
+    /// Calls [`Handler::timer`] with `token` once, `delay` from now (at the soonest on the loop's next turn).
+    pub fn after(&mut self, delay: Duration, token: u64) -> TimerId {
+        self.timers.start(self.now + delay, None, token)
+    }
+
+    /// Calls [`Handler::timer`] with `token` every `period` (at least 1 ms), the first time `period` from now,
+    /// until [`Handle::cancel`]. A turn of the loop that came late skips the calls it missed rather than bunching
+    /// them.
+    pub fn every(&mut self, period: Duration, token: u64) -> TimerId {
+        let period = period.max(Duration::from_millis(1));
+        self.timers.start(self.now + period, Some(period), token)
+    }
+
+    /// Cancels a timer. Returns false if it had already fired (a one-shot) or was cancelled.
+    pub fn cancel(&mut self, timer: TimerId) -> bool {
+        self.timers.cancel(timer)
+    }
+
+    /// What this loop has done so far: connections accepted, handshakes, slow readers dropped, the largest queue.
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
-    /// How many connections are handshaked and open.
+    /// How many connections are handshaked and open, on all loops of the server.
     pub fn count(&self) -> usize {
         self.users
     }
 
-    /// Bytes queued for `id` that the peer has not read yet, or `None` if the connection is gone.
+    /// Bytes queued for `id` that the peer has not read yet, or `None` if the connection is gone (or belongs to
+    /// another loop).
     pub fn buffered(&self, id: ConnId) -> Option<usize> {
-        self.conns
-            .get(id.key())
-            .filter(|c| c.id == id)
-            .map(Connection::buffered)
+        self.conn(id).map(Connection::buffered)
     }
 
-    /// True if `id` is handshaked and not closing.
+    /// True if `id` is a connection of this loop, handshaked and not closing.
     pub fn is_open(&self, id: ConnId) -> bool {
-        self.conns
-            .get(id.key())
-            .is_some_and(|c| c.id == id && c.is_open())
+        self.conn(id).is_some_and(Connection::is_open)
     }
 
-    /// The peer address of `id`, if it is still connected.
+    /// The peer address of `id`, if it is still connected (to this loop).
     pub fn peer(&self, id: ConnId) -> Option<std::net::SocketAddr> {
-        self.conns
-            .get(id.key())
-            .filter(|c| c.id == id)
-            .map(|c| c.peer)
+        self.conn(id).map(|c| c.peer)
+    }
+
+    fn conn(&self, id: ConnId) -> Option<&Connection> {
+        self.conns.get(id.key()).filter(|c| c.id == id)
     }
 }

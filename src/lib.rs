@@ -49,20 +49,26 @@
 //! ```
 #![warn(missing_docs)]
 
+mod bus;
 mod connection;
 pub mod error;
 pub mod frame;
 mod handler;
 pub mod handshake;
+mod loops;
 pub mod message;
+mod remote;
 mod server;
+mod topics;
 pub mod utf8;
 
 pub use connection::ConnId;
-pub use error::{close_code, Error, FrameError, HandshakeError};
+pub use error::{close_code, Error, FrameError, HandshakeError, RemoteError};
 pub use handler::{Handle, Handler, Outgoing};
+pub use loops::Loops;
 pub use message::Message;
-pub use server::{Config, Server, Stats, StopHandle, LISTENER, WAKER};
+pub use remote::Remote;
+pub use server::{Config, Server, Stats, TimerId, LISTENER, WAKER};
 
 /// The answer of a push parser: more bytes are needed, or a complete value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

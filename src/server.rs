@@ -11,12 +11,10 @@
 //! take in the connection's buffer until the next `WRITABLE` event. And unlike the PHP loop, nothing sleeps: the
 //! poll timeout is the nearest connection deadline.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,24 +23,30 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::bus::Bus;
 use crate::connection::{Chunk, Closing, ConnId, Connection};
 use crate::error::{close_code, interrupted, would_block, Error, FrameError, HandshakeError};
 use crate::frame::{self, Limits, OpCode};
 use crate::handler::{Action, Handle, Handler};
 use crate::handshake;
 use crate::message::{Event, Probe};
+use crate::remote::Remote;
+use crate::topics::Topics;
 use crate::Status;
 
 mod config;
+mod inbox;
 mod outbound;
 mod timers;
 
-pub use config::{Config, Stats, StopHandle};
+pub use config::{Config, Stats};
 use outbound::trace_frame;
+pub use timers::TimerId;
+pub(crate) use timers::Timers;
 
 /// The listening socket's token. Connection tokens are slab keys, which never come near it.
 pub const LISTENER: Token = Token(usize::MAX - 1);
-/// The token of the waker that [`StopHandle::stop`] uses.
+/// The token of the waker through which other threads and loops reach this loop ([`Remote`]).
 pub const WAKER: Token = Token(usize::MAX);
 
 /// How long accepting pauses when the process is out of file descriptors (or the kernel out of buffers).
@@ -63,7 +67,19 @@ pub struct Server {
     conns: Slab<Connection>,
     config: Config,
     limits: Limits,
-    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Deadlines: the connections' and the application's timers.
+    timers: Timers,
+    /// Who holds which topic, on this loop.
+    topics: Topics,
+    /// What this loop shares with other threads and loops: inboxes, the publish order, the user count.
+    bus: Arc<Bus>,
+    /// Which loop of the server this is (0 when it runs alone).
+    loop_index: usize,
+    /// Commands taken from this loop's inbox, being carried out.
+    inbox: VecDeque<crate::handler::Action>,
+    /// Publishes of this turn (and what a callback asked for after one), for the bus: with several loops they are
+    /// delivered here when they come back round it, in the one order.
+    outbox: Vec<crate::handler::Action>,
     scratch: Vec<u8>,
     actions: Vec<Action>,
     dirty: Vec<usize>,
@@ -73,13 +89,11 @@ pub struct Server {
     more_to_read: Vec<usize>,
     /// `apply_actions` is running: actions asked for meanwhile join its queue instead of starting another loop.
     is_applying: bool,
+    /// Handshaked connections of this loop (the whole server's count is the bus's).
     users: usize,
-    next_serial: u64,
     now: Instant,
     accept_paused_until: Option<Instant>,
     stopping_since: Option<Instant>,
-    stop_flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
     stats: Stats,
 }
 
@@ -99,26 +113,36 @@ impl Server {
     /// reuses its address, so a restart does not wait for old connections in `TIME_WAIT`, and listens with
     /// [`Config::backlog`].
     pub fn bind<A: ToSocketAddrs>(addr: A, config: Config) -> Result<Server, Error> {
-        let addr = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to"))?;
-        let poll = Poll::new()?;
-        let mut listener = listen(addr, config.backlog)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let addr = resolve(addr)?;
+        let (poll, listener, waker) = open(addr, config.backlog, false)?;
+        let bus = Arc::new(Bus::new(vec![waker], config.remote_queue));
+        Ok(Server::new(poll, listener, config, bus, 0))
+    }
+
+    /// One loop of a server: its poll and listener, and the bus it shares with the others.
+    pub(crate) fn new(
+        poll: Poll,
+        listener: TcpListener,
+        config: Config,
+        bus: Arc<Bus>,
+        loop_index: usize,
+    ) -> Server {
         let limits = Limits {
             max_payload: config.max_message as u64,
             require_mask: true,
         };
-        Ok(Server {
+        Server {
             poll,
             listener,
             conns: Slab::new(),
             config,
             limits,
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
+            topics: Topics::default(),
+            bus,
+            loop_index,
+            inbox: VecDeque::new(),
+            outbox: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             actions: Vec::new(),
             dirty: Vec::new(),
@@ -127,14 +151,11 @@ impl Server {
             more_to_read: Vec::new(),
             is_applying: false,
             users: 0,
-            next_serial: 0,
             now: Instant::now(),
             accept_paused_until: None,
             stopping_since: None,
-            stop_flag: Arc::new(AtomicBool::new(false)),
-            waker,
             stats: Stats::default(),
-        })
+        }
     }
 
     /// The address the server listens on (useful after binding port 0).
@@ -142,17 +163,30 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// A handle that stops the server from another thread.
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            flag: self.stop_flag.clone(),
-            waker: self.waker.clone(),
-        }
+    /// A handle that reaches the loop from any thread: send, publish, broadcast, close, and stop the server.
+    pub fn remote(&self) -> Remote {
+        Remote::new(self.bus.clone())
+    }
+
+    /// What callbacks act through: this loop's pool, its queue of actions, its topics and timers.
+    fn handle(&mut self) -> Handle<'_> {
+        Handle::new(
+            &self.conns,
+            &mut self.actions,
+            &mut self.topics,
+            &mut self.timers,
+            self.bus.users(),
+            self.stats,
+            self.now,
+        )
     }
 
     /// The second half of `start_server()`: the PHP `while(TRUE)` around `socket_select`. Returns after a stop.
     pub fn run<H: Handler>(mut self, mut handler: H) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
+        // However `run` ends (a stop, an error, a panic in a callback), the other loops stop too and every `Remote`
+        // call from now on says `Stopped`.
+        let _stop_all = StopOnExit(self.bus.clone());
         info!("listening on {}", self.local_addr()?);
         loop {
             // Unlike the PHP loop's sleep(1), wait exactly until something happens or the nearest deadline.
@@ -191,7 +225,7 @@ impl Server {
                 }
             }
             self.fire_timers(&mut handler);
-            self.flush_dirty(&mut handler);
+            self.settle(&mut handler);
             if self.stopping_since.is_some() && self.conns.is_empty() {
                 break;
             }
@@ -259,8 +293,10 @@ impl Server {
             }
             // Frames are written whole, often one per write: Nagle's algorithm would only delay them.
             let _ = stream.set_nodelay(true);
-            self.next_serial += 1;
-            let id = ConnId::new(self.next_serial, key);
+            let Some(id) = ConnId::new(self.bus.next_serial(), key, self.loop_index) else {
+                warn!("{peer} closed at once: no connection id left on this loop");
+                continue;
+            };
             entry.insert(Connection::new(
                 stream,
                 id,
@@ -480,11 +516,7 @@ impl Server {
             Event::Message(_) | Event::Ping(_) if conn.closing.is_some() => {}
             Event::Message(msg) => {
                 conn.message_since = None;
-                handler.send(
-                    &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
-                    id,
-                    msg,
-                );
+                handler.send(&mut self.handle(), id, msg);
                 self.apply_actions(handler);
             }
             Event::Ping(payload) => {
@@ -565,7 +597,7 @@ impl Server {
                 return Some(0);
             }
         }
-        if self.users >= self.config.max_users || self.stopping_since.is_some() {
+        if self.stopping_since.is_some() {
             self.refuse(key, &HandshakeError::TooManyUsers);
             return Some(0);
         }
@@ -591,6 +623,11 @@ impl Server {
                 return Some(0);
             }
         };
+        // `max_users` counts the connections of every loop; the place is taken only once all else is accepted.
+        if !self.bus.try_join(self.config.max_users) {
+            self.refuse(key, &HandshakeError::TooManyUsers);
+            return Some(0);
+        }
         let conn = &mut self.conns[key];
         // A control chunk: nothing may jump ahead of the 101 or discard it (the queue is empty, so it is first).
         conn.push_control(handshake::switching_protocols(ws_key, protocol.as_deref()));
@@ -605,10 +642,7 @@ impl Server {
             None => self.conns[key].deadline = None,
         }
         // The PHP `add` callback, called right after the upgrade as in the original.
-        handler.add(
-            &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
-            id,
-        );
+        handler.add(&mut self.handle(), id);
         self.apply_actions(handler);
         Some(head_len)
     }
@@ -663,12 +697,8 @@ impl Server {
         self.arm(key, self.now + self.config.close_timeout);
         self.mark_dirty(key);
         if was_open {
-            self.users -= 1;
-            handler.close(
-                &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
-                id,
-                code,
-            );
+            self.leave(key);
+            handler.close(&mut self.handle(), id, code);
             self.apply_actions(handler);
         }
     }
@@ -682,19 +712,24 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());
         if conn.is_open() {
-            self.users -= 1;
-            handler.close(
-                &mut Handle::new(&self.conns, &mut self.actions, self.users, self.stats),
-                conn.id,
-                code,
-            );
+            self.leave(key);
+            handler.close(&mut self.handle(), conn.id, code);
             self.apply_actions(handler);
         }
     }
 
-    /// The waker fired: if a stop was asked for, start the graceful shutdown.
-    fn on_wake<H: Handler>(&mut self, handler: &mut H) {
-        if !self.stop_flag.load(Ordering::SeqCst) || self.stopping_since.is_some() {
+    /// An open connection stops carrying messages: it no longer counts as a user, and its subscriptions end
+    /// (before its `close` callback runs, so a publish from there does not reach it).
+    fn leave(&mut self, key: usize) {
+        self.users -= 1;
+        self.bus.leave();
+        self.topics.leave(key);
+    }
+
+    /// A stop was asked for: no more accepts or handshakes, close 1001 to every open connection, and drop those
+    /// still in their handshake; `run` returns once all are gone (or the close timeout has passed).
+    fn begin_stop<H: Handler>(&mut self, handler: &mut H) {
+        if self.stopping_since.is_some() {
             return;
         }
         info!(
@@ -718,15 +753,57 @@ impl Server {
     }
 }
 
+/// Stops every loop of the server when one `run` ends, however it ends.
+struct StopOnExit(Arc<Bus>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// The first address `addr` resolves to.
+pub(crate) fn resolve<A: ToSocketAddrs>(addr: A) -> io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to"))
+}
+
+/// The poll of one loop, its listener registered, and the waker through which other threads reach it.
+pub(crate) fn open(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<(Poll, TcpListener, Waker)> {
+    let poll = Poll::new()?;
+    let mut listener = listen(addr, backlog, reuse_port)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    Ok((poll, listener, waker))
+}
+
 /// `socket_create` + `SO_REUSEADDR` + `socket_bind` + `socket_listen` of the PHP `start_server()`.
 ///
 /// Neither std nor mio lets the backlog be chosen (both use 128, which a burst of connections overflows: the kernel
 /// then drops SYNs and clients wait a second or more to retry), so the socket is built with `socket2`.
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
+    // Several loops: each has a listener of its own on the same port, and the kernel spreads connections over them.
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    if reuse_port {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "several loops need SO_REUSEPORT",
+        ));
+    }
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     socket.set_nonblocking(true)?;

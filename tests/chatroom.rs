@@ -190,14 +190,18 @@ fn say(ws: &mut Client, text: &str) {
     ws.send(WsMessage::text(text)).expect("send a text message");
 }
 
-/// Connects a client and reads its own join event; returns the client and its id.
+/// Connects a client and reads its welcome and its own join event; returns the client and its id.
 fn join(addr: SocketAddr, users: u64) -> (Client, u64) {
     let mut ws = client(addr);
+    let welcome = event(&mut ws);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let id = welcome["id"].as_u64().expect("a numeric id");
+    assert_eq!(welcome["name"], format!("user-{id}"), "{welcome}");
     let join = event(&mut ws);
-    assert_eq!(join["type"], "join", "{join}");
-    assert_eq!(join["users"], users, "{join}");
-    let id = join["id"].as_u64().expect("a numeric id");
-    assert_eq!(join["name"], format!("user-{id}"), "{join}");
+    assert_eq!(
+        join,
+        json!({"type": "join", "id": id, "name": format!("user-{id}"), "users": users})
+    );
     (ws, id)
 }
 

@@ -1,4 +1,5 @@
-//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users` and, where asked, `--max-message`.
+//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--threads` and, where asked,
+//! `--max-message`.
 
 use std::process::exit;
 
@@ -8,13 +9,15 @@ pub struct Args {
     pub port: u16,
     pub max_users: usize,
     pub max_message: usize,
+    /// Loops, each on its own thread (`wsloop::Loops`); 1 runs the one loop on the main thread.
+    pub threads: usize,
 }
 
 /// Parses `std::env::args`; prints usage and exits with status 2 on an unknown flag or a bad value.
 pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
     let usage = format!(
-        "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N]{}\n\
-         defaults: --host {} --port {} --max-users {}{}",
+        "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--threads N]{}\n\
+         defaults: --host {} --port {} --max-users {} --threads {}{}",
         if with_max_message {
             " [--max-message BYTES]"
         } else {
@@ -23,6 +26,7 @@ pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
         defaults.host,
         defaults.port,
         defaults.max_users,
+        defaults.threads,
         if with_max_message {
             format!(" --max-message {}", defaults.max_message)
         } else {
@@ -40,7 +44,7 @@ pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
             println!("{usage}");
             exit(0);
         }
-        let known = ["--host", "--port", "--max-users"].contains(&flag.as_str())
+        let known = ["--host", "--port", "--max-users", "--threads"].contains(&flag.as_str())
             || (with_max_message && flag == "--max-message");
         if !known {
             fail(format!("unknown flag {flag}"));
@@ -52,6 +56,10 @@ pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
             "--host" => args.host = value.clone(),
             "--port" => args.port = number(&flag, &value).unwrap_or_else(|why| fail(why)),
             "--max-users" => args.max_users = number(&flag, &value).unwrap_or_else(|why| fail(why)),
+            "--threads" => match number(&flag, &value) {
+                Ok(n) if (1..=256).contains(&n) => args.threads = n,
+                _ => fail(format!("--threads takes 1 to 256, not {value:?}")),
+            },
             _ => args.max_message = number(&flag, &value).unwrap_or_else(|why| fail(why)),
         }
     }

@@ -1,11 +1,6 @@
-//! The server's settings, its stop handle and its counters.
+//! The server's settings and its counters.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
-
-use log::warn;
-use mio::Waker;
 
 /// The server's limits and timeouts. Every field has a default; see the README for what a peer sees at each limit.
 #[derive(Debug, Clone)]
@@ -41,6 +36,9 @@ pub struct Config {
     /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403. A
     /// request without an `Origin` (a non-browser client) is refused too.
     pub allowed_origins: Option<Vec<String>>,
+    /// Commands from other threads ([`Remote`](crate::Remote)) a loop holds at most; one more is refused with
+    /// [`RemoteError::Full`](crate::RemoteError::Full).
+    pub remote_queue: usize,
 }
 
 impl Default for Config {
@@ -57,23 +55,7 @@ impl Default for Config {
             max_pending: 1024,
             backlog: 1024,
             allowed_origins: None,
-        }
-    }
-}
-
-/// Stops a running server from any thread: every client gets close 1001, then [`Server::run`](crate::Server::run) returns.
-#[derive(Clone)]
-pub struct StopHandle {
-    pub(super) flag: Arc<AtomicBool>,
-    pub(super) waker: Arc<Waker>,
-}
-
-impl StopHandle {
-    /// Asks the loop to shut down. Returns at once; the loop finishes within its close timeout.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        if let Err(e) = self.waker.wake() {
-            warn!("could not wake the loop to stop it: {e}");
+            remote_queue: 65_536,
         }
     }
 }

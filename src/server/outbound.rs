@@ -15,7 +15,7 @@ use super::Server;
 use crate::connection::{Bytes, Chunk, Closing, ConnId};
 use crate::error::close_code;
 use crate::frame::{self, Head, Limits, OpCode};
-use crate::handler::{Action, Handler};
+use crate::handler::Handler;
 use crate::Status;
 
 /// §5.5: a close reason must fit in a 125-byte control payload after the 2-byte code.
@@ -48,38 +48,41 @@ impl Server {
         while !self.actions.is_empty() {
             let mut batch = mem::replace(&mut self.actions, mem::take(&mut self.spare_actions));
             for action in batch.drain(..) {
-                match action {
-                    Action::Send(id, head, bytes) => {
-                        if let Some(key) = self.open_key(id) {
-                            trace_frame(id, ">", first(&head, &bytes));
-                            self.queue_data(key, Chunk::data(head, Bytes::Owned(bytes)));
-                        }
-                    }
-                    Action::Broadcast(head, bytes) => self.broadcast(head, bytes),
-                    Action::Close(id, code, reason) => {
-                        if let Some(key) = self.open_key(id) {
-                            let code = if crate::message::is_valid_close_code(code) {
-                                code
-                            } else {
-                                close_code::NORMAL
-                            };
-                            debug!("{id} closed by the application with {code}");
-                            self.queue_close(key, Some(code), &reason);
-                            self.begin_close(handler, key, Closing::Sent, code);
-                        }
-                    }
-                }
+                self.carry_out(handler, action, false);
             }
             self.spare_actions = batch;
         }
         self.is_applying = false;
     }
 
+    /// Queues one shared frame for every subscriber of `topic` on this loop; no other connection is looked at.
+    pub(super) fn publish_here(&mut self, topic: &str, head: Head, bytes: Arc<Vec<u8>>) {
+        if log::log_enabled!(log::Level::Trace) {
+            trace!(
+                "publish to {} subscribers of {topic:?}:",
+                self.topics.count(topic)
+            );
+            trace_frame(self.conn_id_none(), ">", first(&head, &bytes));
+        }
+        for key in self.topics.subscribers(topic) {
+            // Subscriptions end when a connection stops being open, so every subscriber is open.
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.push(Chunk::data(head, Bytes::Shared(bytes.clone())));
+            self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
+            if !conn.is_dirty {
+                conn.is_dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
     /// Queues one shared frame for every open connection: made once, its bytes shared by every queue.
     pub(super) fn broadcast(&mut self, head: Head, bytes: Arc<Vec<u8>>) {
         if log::log_enabled!(log::Level::Trace) {
             trace!("broadcast to {} connections:", self.users);
-            trace_frame(ConnId::new(0, 0), ">", first(&head, &bytes));
+            trace_frame(self.conn_id_none(), ">", first(&head, &bytes));
         }
         for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
             conn.push(Chunk::data(head, Bytes::Shared(bytes.clone())));
@@ -175,6 +178,11 @@ impl Server {
         }
     }
 
+    /// The id logs show for what goes to many connections.
+    fn conn_id_none(&self) -> ConnId {
+        ConnId::new(0, 0, self.loop_index).expect("loop indexes fit an id")
+    }
+
     /// The slab key of `id` if that connection still exists and is open.
     pub(super) fn open_key(&self, id: ConnId) -> Option<usize> {
         self.conns
@@ -198,7 +206,7 @@ pub(super) fn trace_frame(id: ConnId, direction: &str, bytes: &[u8]) {
 }
 
 /// Where a frame starts: its separate header, or the bytes if they are the whole frame.
-fn first<'a>(head: &'a Head, bytes: &'a [u8]) -> &'a [u8] {
+pub(super) fn first<'a>(head: &'a Head, bytes: &'a [u8]) -> &'a [u8] {
     if head.as_bytes().is_empty() {
         bytes
     } else {

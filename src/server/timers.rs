@@ -2,9 +2,13 @@
 //!
 //! The PHP loop slept a second per turn and had no timeouts at all. Here a binary heap holds (deadline, slab key,
 //! connection serial); an entry whose connection is gone or whose deadline has since moved is skipped when it comes
-//! up, so arming a new deadline never has to find and remove the old one.
+//! up, so arming a new deadline never has to find and remove the old one. The application's timers
+//! ([`Handle::after`](crate::Handle::after), [`Handle::every`](crate::Handle::every)) share the heap, under the key
+//! [`APP`] and their own id, and are skipped the same way once cancelled.
 
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::mem;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -15,6 +19,54 @@ use crate::error::{close_code, FrameError};
 use crate::frame::{self, OpCode};
 use crate::handler::Handler;
 use crate::message::{Assembler, Probe};
+
+/// The heap key of an application timer (connection keys are slab keys, which never come near it).
+const APP: usize = usize::MAX;
+
+/// Identifies an application timer, to cancel it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(u64);
+
+/// An application timer: when it is next due, how often it repeats, and what it hands to the callback.
+struct AppTimer {
+    at: Instant,
+    period: Option<Duration>,
+    token: u64,
+}
+
+/// Every deadline of one loop: the connections' and the application's, in one heap.
+#[derive(Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    app: HashMap<u64, AppTimer>,
+    last_id: u64,
+    /// The entries due in this turn, taken off the heap before any is handled (a buffer kept between turns).
+    due: Vec<(Instant, usize, u64)>,
+}
+
+impl Timers {
+    /// Sets an application timer.
+    pub fn start(&mut self, at: Instant, period: Option<Duration>, token: u64) -> TimerId {
+        self.last_id += 1;
+        let id = self.last_id;
+        self.app.insert(id, AppTimer { at, period, token });
+        self.heap.push(Reverse((at, APP, id)));
+        TimerId(id)
+    }
+
+    /// Cancels an application timer; its heap entry is skipped when it comes up.
+    pub fn cancel(&mut self, id: TimerId) -> bool {
+        let removed = self.app.remove(&id.0).is_some();
+        if removed && self.app.len() * 4 < self.app.capacity() && self.app.capacity() > 64 {
+            self.app.shrink_to(self.app.len() * 2);
+        }
+        removed
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+}
 
 impl Server {
     /// Timers: a slowloris that never finishes its handshake, an idle peer to ping, a close that never completes.
@@ -71,11 +123,21 @@ impl Server {
     }
 
     pub(super) fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
-        while let Some(&Reverse((at, key, serial))) = self.timers.peek() {
-            if at > self.now {
+        // What is due now is taken off the heap first: a timer set while these run (a timer that sets another, a
+        // repeating one) is due in a later turn at the soonest, so no callback can keep this loop here.
+        let mut due = mem::take(&mut self.timers.due);
+        while let Some(&Reverse(entry)) = self.timers.heap.peek() {
+            if entry.0 > self.now {
                 break;
             }
-            self.timers.pop();
+            self.timers.heap.pop();
+            due.push(entry);
+        }
+        for (at, key, serial) in due.drain(..) {
+            if key == APP {
+                self.fire_app_timer(handler, at, serial);
+                continue;
+            }
             // Timers are never removed, only superseded: an entry counts only if it is the connection's deadline.
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
@@ -86,6 +148,7 @@ impl Server {
             conn.deadline = None;
             self.on_timeout(handler, key);
         }
+        self.timers.due = due;
         if self
             .accept_paused_until
             .is_some_and(|until| until <= self.now)
@@ -104,9 +167,36 @@ impl Server {
         }
     }
 
+    /// An application timer came up: call the handler unless it was cancelled; set a repeating one again.
+    fn fire_app_timer<H: Handler>(&mut self, handler: &mut H, at: Instant, id: u64) {
+        let Some(timer) = self.timers.app.get_mut(&id).filter(|t| t.at == at) else {
+            return; // cancelled
+        };
+        let token = timer.token;
+        match timer.period {
+            Some(period) => {
+                // Catch up by skipping, not by firing again and again: the next call is a period after this one,
+                // or a period from now if the loop came that late.
+                let next = at + period;
+                timer.at = if next > self.now {
+                    next
+                } else {
+                    self.now + period
+                };
+                let next = timer.at;
+                self.timers.heap.push(Reverse((next, APP, id)));
+            }
+            None => {
+                self.timers.cancel(TimerId(id));
+            }
+        }
+        handler.timer(&mut self.handle(), token);
+        self.apply_actions(handler);
+    }
+
     /// How long `poll` may wait: until the nearest deadline, or forever if there is none.
     pub(super) fn next_timeout(&self) -> Option<Duration> {
-        let timers = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let timers = self.timers.next();
         let stop = self
             .stopping_since
             .map(|since| since + self.config.close_timeout);
@@ -121,7 +211,7 @@ impl Server {
     pub(super) fn arm(&mut self, key: usize, at: Instant) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.deadline = Some(at);
-            self.timers.push(Reverse((at, key, conn.id.get())));
+            self.timers.heap.push(Reverse((at, key, conn.id.get())));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use wsloop::frame::{self, Limits, OpCode};
-use wsloop::{Config, ConnId, Handle, Handler, Message, Server, Status, StopHandle};
+use wsloop::{Config, ConnId, Handle, Handler, Message, Remote, Server, Status};
 
 /// How long a client waits for any one reply before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -17,7 +17,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A server running in a thread; stopped and joined on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
-    stop: StopHandle,
+    stop: Remote,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -50,7 +50,7 @@ pub fn start<H: Handler + Send + 'static>(config: Config, handler: H) -> TestSer
     let _ = env_logger::builder().is_test(true).try_init();
     let server = Server::bind("127.0.0.1:0", config).expect("bind 127.0.0.1:0");
     let addr = server.local_addr().expect("local_addr");
-    let stop = server.stop_handle();
+    let stop = server.remote();
     let thread = thread::spawn(move || server.run(handler).expect("the loop must not fail"));
     TestServer {
         addr,

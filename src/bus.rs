@@ -1,0 +1,222 @@
+//! The in-process bus: how other threads and other loops reach a loop, and where a publish gets its place in the
+//! one order every subscriber sees.
+//!
+//! The PHP tutorial had one loop and nothing outside it. Here each loop has an inbox: a queue behind a mutex and the
+//! loop's `mio::Waker`. A thread (through [`Remote`](crate::Remote)) or another loop pushes a command and wakes the
+//! loop if the inbox was empty; the loop takes the whole queue at once when it wakes (or at the end of a turn in
+//! which it published) and carries the commands out in the order they were pushed.
+//!
+//! **One order.** A publish or broadcast is pushed into every loop's inbox under one lock (`order`), the publisher's
+//! own loop included, and every loop delivers from its inbox in inbox order. So two publishes reach every inbox in
+//! the same order, and every subscriber, on every loop, sees them in that order. The counters shared by all loops
+//! (users, connection serials) are atomics here too; nothing here is touched per message unless the message is a
+//! publish that crosses loops.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use log::warn;
+use mio::Waker;
+
+use crate::error::RemoteError;
+use crate::handler::Action;
+
+/// One loop's inbox.
+struct Inbox {
+    state: Mutex<InboxState>,
+    waker: Waker,
+}
+
+#[derive(Default)]
+struct InboxState {
+    queue: VecDeque<Action>,
+    /// Set by a stop: the loop shuts down when it sees it, and nothing more is taken from other threads.
+    is_stopped: bool,
+}
+
+/// What the loops of one server share.
+pub(crate) struct Bus {
+    inboxes: Vec<Inbox>,
+    /// Held while a publish is pushed into every inbox: this is what gives publishes their one order.
+    order: Mutex<()>,
+    /// Commands from other threads an inbox holds at most (`Config::remote_queue`).
+    capacity: usize,
+    /// Handshaked connections on every loop (`max_users` is a limit for the whole server).
+    users: AtomicUsize,
+    /// The last connection serial handed out, so that ids are unique across loops.
+    serial: AtomicU64,
+}
+
+/// Who pushes: a thread through a `Remote` (bounded: it is told `Full`), or a loop (never refused: a loop cannot
+/// wait, and a publish must reach every inbox or none).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Remote,
+    Loop(usize),
+}
+
+fn lock(inbox: &Inbox) -> MutexGuard<'_, InboxState> {
+    // A panic while holding this lock can only come from a push into a `VecDeque`; the queue is whole either way.
+    inbox
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn wake(inbox: &Inbox) {
+    if let Err(e) = inbox.waker.wake() {
+        warn!("could not wake a loop: {e}");
+    }
+}
+
+impl Bus {
+    pub fn new(wakers: Vec<Waker>, capacity: usize) -> Bus {
+        Bus {
+            inboxes: wakers
+                .into_iter()
+                .map(|waker| Inbox {
+                    state: Mutex::new(InboxState::default()),
+                    waker,
+                })
+                .collect(),
+            order: Mutex::new(()),
+            capacity,
+            users: AtomicUsize::new(0),
+            serial: AtomicU64::new(0),
+        }
+    }
+
+    /// How many loops share this bus.
+    pub fn loops(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    /// Pushes a command for one loop.
+    pub fn push(&self, to: usize, action: Action, from: Source) -> Result<(), RemoteError> {
+        let Some(inbox) = self.inboxes.get(to) else {
+            return Ok(()); // an id no loop of this server gave out: as for a connection that is gone
+        };
+        let mut state = lock(inbox);
+        if from == Source::Remote {
+            if state.is_stopped {
+                return Err(RemoteError::Stopped);
+            }
+            if state.queue.len() >= self.capacity {
+                return Err(RemoteError::Full);
+            }
+        } else if state.is_stopped {
+            return Ok(()); // that loop is shutting down and will not read it
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.push_back(action);
+        drop(state);
+        if was_empty && from != Source::Loop(to) {
+            wake(inbox);
+        }
+        Ok(())
+    }
+
+    /// Pushes commands in order, each into the inbox of the loop it is for and a publish or broadcast into every
+    /// inbox, all under the order lock. From a thread, all or none: `Full` if any inbox is full.
+    pub fn publish(
+        &self,
+        actions: impl ExactSizeIterator<Item = Action>,
+        from: Source,
+    ) -> Result<(), RemoteError> {
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        let mut states: Vec<MutexGuard<'_, InboxState>> = self.inboxes.iter().map(lock).collect();
+        if from == Source::Remote {
+            if states.iter().any(|s| s.is_stopped) {
+                return Err(RemoteError::Stopped);
+            }
+            if states
+                .iter()
+                .any(|s| s.queue.len() + actions.len() > self.capacity)
+            {
+                return Err(RemoteError::Full);
+            }
+        }
+        let was_empty: Vec<bool> = states.iter().map(|s| s.queue.is_empty()).collect();
+        for action in actions {
+            match action {
+                Action::Publish(topic, head, bytes) => {
+                    for state in states.iter_mut().filter(|s| !s.is_stopped) {
+                        state
+                            .queue
+                            .push_back(Action::Publish(topic.clone(), head, bytes.clone()));
+                    }
+                }
+                Action::Send(id, ..) | Action::Close(id, ..) => {
+                    if let Some(state) = states.get_mut(id.loop_index()) {
+                        state.queue.push_back(action);
+                    }
+                }
+            }
+        }
+        let to_wake: Vec<bool> = states
+            .iter()
+            .zip(&was_empty)
+            .map(|(s, &was)| was && !s.queue.is_empty())
+            .collect();
+        drop(states);
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            // The publishing loop takes its own inbox when it is done, without a wake-up.
+            if to_wake[i] && from != Source::Loop(i) {
+                wake(inbox);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes everything waiting for loop `me` into `into`, in order. Returns true if the server is stopping.
+    pub fn take(&self, me: usize, into: &mut VecDeque<Action>) -> bool {
+        let Some(inbox) = self.inboxes.get(me) else {
+            return true;
+        };
+        let mut state = lock(inbox);
+        if into.is_empty() {
+            mem::swap(into, &mut state.queue);
+        } else {
+            into.append(&mut state.queue);
+        }
+        state.is_stopped
+    }
+
+    /// Stops every loop: each drains what was pushed before, then shuts down. Further pushes from threads fail.
+    pub fn stop(&self) {
+        for inbox in &self.inboxes {
+            let mut state = lock(inbox);
+            if !state.is_stopped {
+                state.is_stopped = true;
+                drop(state);
+                wake(inbox);
+            }
+        }
+    }
+
+    /// Counts one more handshaked connection, unless `max` are already open on all loops together.
+    pub fn try_join(&self, max: usize) -> bool {
+        self.users
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts one handshaked connection less.
+    pub fn leave(&self) {
+        self.users.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Handshaked connections on all loops.
+    pub fn users(&self) -> usize {
+        self.users.load(Ordering::Acquire)
+    }
+
+    /// The next connection serial: 1, 2, 3... across all loops.
+    pub fn next_serial(&self) -> u64 {
+        self.serial.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
