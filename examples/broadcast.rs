@@ -6,18 +6,60 @@
 //! ```
 //!
 //! Connect two clients (e.g. `python3 -m websockets ws://127.0.0.1:9002/` in two terminals) and type in one.
+//!
+//! Topics, for load tests of rooms: the text `sub:TOPIC` subscribes its sender to `TOPIC` (answered with
+//! `subscribed:TOPIC`); a text starting with `pub:TOPIC:` is published to `TOPIC`'s subscribers, and one starting
+//! with `each:TOPIC:` is sent to them one by one instead (to this loop's subscribers), to compare the two.
 
 #[path = "common/args.rs"]
 mod args;
 
+use std::collections::HashMap;
+
 use wsloop::{Config, ConnId, Handle, Handler, Loops, Message};
 
-/// The PHP `send` callback of a room without names: relay each received message to everyone.
-struct Broadcast;
+/// The PHP `send` callback of a room without names: relay each received message to everyone (or to a topic).
+#[derive(Default)]
+struct Broadcast {
+    /// Who subscribed to what, kept here too for `each:`, which sends to them one by one.
+    subscribers: HashMap<String, Vec<ConnId>>,
+}
 
 impl Handler for Broadcast {
-    fn send(&mut self, ws: &mut Handle<'_>, _id: ConnId, msg: Message<'_>) {
-        ws.broadcast(msg);
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        let command = match msg {
+            Message::Text(text) => text.split_once(':').filter(|(c, _)| c.len() <= 4),
+            Message::Binary(_) => None,
+        };
+        match command {
+            Some(("sub", topic)) => {
+                if ws.subscribe(id, topic) {
+                    self.subscribers
+                        .entry(topic.to_string())
+                        .or_default()
+                        .push(id);
+                }
+                ws.send(id, format!("subscribed:{topic}"));
+            }
+            Some(("pub", rest)) => {
+                let topic = rest.split(':').next().unwrap_or_default();
+                ws.publish(topic, msg);
+            }
+            Some(("each", rest)) => {
+                let topic = rest.split(':').next().unwrap_or_default();
+                for &to in self.subscribers.get(topic).into_iter().flatten() {
+                    ws.send(to, msg);
+                }
+            }
+            _ => ws.broadcast(msg),
+        }
+    }
+
+    fn close(&mut self, _ws: &mut Handle<'_>, id: ConnId, _code: u16) {
+        self.subscribers.retain(|_, ids| {
+            ids.retain(|&i| i != id);
+            !ids.is_empty()
+        });
     }
 }
 
@@ -51,7 +93,7 @@ fn main() {
         loops.local_addr().expect("a bound listener has an address"),
         loops.len()
     );
-    if let Err(e) = loops.run(|_| Broadcast) {
+    if let Err(e) = loops.run(|_| Broadcast::default()) {
         eprintln!("broadcast: {e}");
         std::process::exit(1);
     }
