@@ -174,11 +174,16 @@ fn drain(
     });
 }
 
-/// The next JSON event for `ws`, skipping pings and pongs.
+/// The next JSON event for `ws`, skipping pings and pongs and the periodic user count (its own test reads it).
 fn event(ws: &mut Client) -> Value {
     for _ in 0..100 {
         match ws.read().expect("an event") {
-            WsMessage::Text(text) => return serde_json::from_str(&text).expect("a JSON event"),
+            WsMessage::Text(text) => {
+                let event: Value = serde_json::from_str(&text).expect("a JSON event");
+                if event["type"] != "users" {
+                    return event;
+                }
+            }
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
             other => panic!("expected a JSON text message, got {other:?}"),
         }
@@ -567,4 +572,27 @@ fn sigterm_closes_every_client_with_1001_and_exits_0() {
 #[test]
 fn ctrl_c_closes_every_client_with_1001_and_exits_0() {
     check_graceful_stop("INT");
+}
+
+#[test]
+fn every_few_seconds_each_user_is_told_the_count_again() {
+    let room = Chatroom::start(&[]);
+    let ([mut a, _b, _c], _) = three(room.addr);
+    // The count comes from a repeating timer (every 5 s): wait for it, raw, with a margin for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(Instant::now() < deadline, "no user count within 15 s");
+        match a.read().expect("a message") {
+            WsMessage::Text(text) => {
+                let event: Value = serde_json::from_str(&text).expect("JSON");
+                if event["type"] == "users" {
+                    assert_eq!(event, json!({"type": "users", "users": 3}));
+                    break;
+                }
+                panic!("nothing but the count was due, got {event}");
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
 }
