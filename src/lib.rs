@@ -70,6 +70,11 @@ pub use message::Message;
 pub use remote::Remote;
 pub use server::{Config, Server, Stats, TimerId, LISTENER, WAKER};
 
+// The README's code blocks are compiled as doctests, so that they stay true to the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The answer of a push parser: more bytes are needed, or a complete value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status<T> {
