@@ -14,12 +14,25 @@
 //! | `close()`: close the socket, unset it from the array | `Server::close`: deregister, `slab.remove`, the `close` callback |
 //! | the function table `add` / `send` / `close` | [`Handler::add`], [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`]; inside them a [`Handle`] offers `send`, `broadcast`, `close` |
 //!
+//! # What the PHP never had
+//!
+//! Each sits beside the loop, so that [`Server::run`] still reads as the PHP loop:
+//!
+//! - **Topics** (`topics.rs`): [`Handle::subscribe`], [`Handle::publish`]; a publish walks only the topic's subscribers.
+//! - **Other threads** (`remote.rs`, `bus.rs`, `server/inbox.rs`): a [`Remote`] pushes into the loop's bounded
+//!   inbox and wakes it through its [`WAKER`]; the loop carries the command out on its own thread.
+//! - **Timers** (`server/timers.rs`): [`Handle::after`], [`Handle::every`], [`Handler::timer`], in the deadline heap
+//!   the connections' timeouts use.
+//! - **Several loops** (`loops.rs`): [`Loops`] runs the PHP loop N times over, one per thread, on one port; every
+//!   subscriber on every loop sees publishes in one and the same order (see `bus.rs`).
+//!
 //! # Layout
 //!
-//! - `server.rs`: the poll loop (with `server/outbound.rs`, `server/timers.rs`, `server/config.rs`).
-//!   `connection.rs`: one client's socket and buffers. Only these touch sockets.
+//! - `server.rs`: the poll loop (with `server/outbound.rs`, `server/timers.rs`, `server/inbox.rs`,
+//!   `server/config.rs`). `connection.rs`: one client's socket and buffers. Only these touch sockets.
 //! - `handshake.rs`, `frame.rs`, `message.rs`, `utf8.rs`: pure code, tested and benchmarked without a network.
 //! - `handler.rs`: the user's callbacks and their handle. `error.rs`: each error and what the peer sees.
+//! - `topics.rs` (pure), `bus.rs`, `remote.rs`, `loops.rs`: topics, other threads, several loops.
 //!
 //! # The life of a message
 //!
