@@ -51,7 +51,9 @@ impl Handler for Broadcast {
                     ws.send(to, msg);
                 }
             }
-            _ => ws.broadcast(msg),
+            _ => {
+                ws.broadcast(msg);
+            }
         }
     }
 
@@ -65,13 +67,7 @@ impl Handler for Broadcast {
 
 fn main() {
     args::init_logging();
-    let defaults = args::Args {
-        host: "127.0.0.1".into(),
-        port: 9002,
-        max_users: 10_000,
-        max_message: 16 << 20,
-        threads: 1,
-    };
+    let defaults = args::Args::new(9002, 10_000, 16 << 20);
     let args = args::parse("broadcast", defaults, false);
     let config = Config {
         max_users: args.max_users,

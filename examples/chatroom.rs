@@ -2,23 +2,24 @@
 //!
 //! ```text
 //! cargo run --example chatroom -- --port 8080 --max-users 100 --max-message 65536 --threads 1
+//! cargo run --example chatroom --features redis -- --redis redis://127.0.0.1:6379 --port 8081
 //! ```
 //!
 //! Then open <http://127.0.0.1:8080> in two browser windows and chat. Type `/nick NAME` to rename yourself.
-//! Every event goes to the clients as a JSON text message with a `type`: `join`, `message`, `nick` or `leave`
-//! (and first, to the newcomer alone, `welcome` with its own id and name);
-//! and every few seconds `users`, the count again (a timer). With `--threads N` the room runs on N loops: every
-//! user, on every loop, still sees every event in one and the same order.
+//! Every event goes to the clients as a JSON text message with a `type`: `join`, `message`, `nick` or `leave`;
+//! a newcomer first gets `welcome` (its own id and name) and `history` (the last 50 messages); every few seconds
+//! `users` repeats the count (a timer). With `--threads N` the room runs on N loops, and with `--redis URL` on
+//! every node that uses that Redis: every user still sees every event in one and the same order.
 //! A binary message is refused with close 1003; a message over `--max-message` bytes with close 1009.
 //! Ctrl-C stops the server gracefully: every client gets close 1001 first.
 
 #[path = "common/args.rs"]
 mod args;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use wsloop::handshake::{HttpResponse, Request};
 use wsloop::{close_code, Config, ConnId, Handle, Handler, Loops, Message, TimerId};
 
@@ -26,24 +27,21 @@ use wsloop::{close_code, Config, ConnId, Handle, Handler, Loops, Message, TimerI
 const PAGE: &str = include_str!("chatroom.html");
 /// Longest nickname, in characters.
 const MAX_NICK: usize = 32;
+/// Messages a newcomer is shown from before it came.
+const HISTORY: usize = 50;
 /// How often each loop tells its users how many are online. With several loops two joins can cross on their way
 /// to a page, which then shows the count of the one that came first; this puts it right.
 const USERS_EVERY: Duration = Duration::from_secs(5);
 
-/// The room as one loop sees it: who is here, by connection id, and the timer that repeats the user count.
+/// The room as one loop sees it: who is here, the last messages, and the timer that repeats the user count.
 #[derive(Default)]
 struct Chatroom {
     names: HashMap<ConnId, String>,
+    history: VecDeque<String>,
     users_timer: Option<TimerId>,
 }
 
-impl Chatroom {
-    fn name(&self, id: ConnId) -> String {
-        self.names.get(&id).cloned().unwrap_or_default()
-    }
-}
-
-/// The PHP function table: `add`, `send`, `close` (plus serving the page over plain HTTP).
+/// The PHP function table: `add`, `send`, `close` (plus serving the page, a timer, and what other nodes tell).
 impl Handler for Chatroom {
     fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
         let path = req.path.split('?').next().unwrap_or_default();
@@ -53,7 +51,7 @@ impl Handler for Chatroom {
         })
     }
 
-    /// A newcomer: give them a name, tell them who they are, and tell everyone, the newcomer included.
+    /// A newcomer: a name, who they are and what they missed, then everyone (the newcomer too) hears of them.
     fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
         let name = format!("user-{}", id.get());
         println!("+ {name} joined ({} online)", ws.count());
@@ -61,6 +59,11 @@ impl Handler for Chatroom {
             id,
             json!({"type": "welcome", "id": id.get(), "name": name}).to_string(),
         );
+        if !self.history.is_empty() {
+            let events = Vec::from(self.history.clone()).join(",");
+            ws.send(id, format!(r#"{{"type":"history","events":[{events}]}}"#));
+        }
+        ws.set_presence(id, &json!({"id": id.get(), "name": name}).to_string());
         let join = json!({"type": "join", "id": id.get(), "name": name, "users": ws.count()});
         self.names.insert(id, name);
         ws.broadcast(join.to_string());
@@ -78,7 +81,7 @@ impl Handler for Chatroom {
                 "this chat accepts text only",
             );
         };
-        let name = self.name(id);
+        let name = self.names.get(&id).cloned().unwrap_or_default();
         let event = match text.strip_prefix("/nick ").map(str::trim) {
             // No control characters: names are printed on the operator's terminal.
             Some(new)
@@ -87,6 +90,7 @@ impl Handler for Chatroom {
             {
                 println!("~ {name} is now {new}");
                 self.names.insert(id, new.to_string());
+                ws.set_presence(id, &json!({"id": id.get(), "name": new}).to_string());
                 json!({"type": "nick", "id": id.get(), "old": name, "name": new})
             }
             Some(_) => {
@@ -97,7 +101,11 @@ impl Handler for Chatroom {
             }
             None => json!({"type": "message", "id": id.get(), "name": name, "text": text}),
         };
-        ws.broadcast(event.to_string());
+        if !ws.broadcast(event.to_string()) {
+            // Only with --redis, while Redis is away and this node already keeps as many messages as it may.
+            let error = "the chat cannot take more messages right now; try again in a moment";
+            ws.send(id, json!({"type": "error", "text": error}).to_string());
+        }
     }
 
     /// Someone left, for whatever reason: tell the others.
@@ -108,11 +116,35 @@ impl Handler for Chatroom {
         println!("- {name} left with code {code} ({} online)", ws.count());
         let leave = json!({"type": "leave", "id": id.get(), "name": name, "users": ws.count()});
         ws.broadcast(leave.to_string());
-        if self.names.is_empty() {
-            if let Some(timer) = self.users_timer.take() {
-                ws.cancel(timer);
-            }
+        if let (true, Some(timer)) = (self.names.is_empty(), self.users_timer.take()) {
+            ws.cancel(timer);
         }
+    }
+
+    /// Every event this loop delivered, from any loop or node: the chat messages are the history.
+    fn published(&mut self, _topic: Option<&str>, msg: Message<'_>) {
+        let Message::Text(text) = msg else { return };
+        if serde_json::from_str::<Value>(text).is_ok_and(|e| e["type"] == "message") {
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back(text.to_string());
+        }
+    }
+
+    /// A user of another node that died (`--redis`): this node tells everyone, once.
+    fn departed(&mut self, ws: &mut Handle<'_>, presence: &str) {
+        let Ok(user) = serde_json::from_str::<Value>(presence) else {
+            return;
+        };
+        println!(
+            "- {} left with its node ({} online)",
+            user["name"],
+            ws.count()
+        );
+        let leave =
+            json!({"type": "leave", "id": user["id"], "name": user["name"], "users": ws.count()});
+        ws.broadcast(leave.to_string());
     }
 
     /// The timer set in `add`: the whole server's user count, to this loop's users.
@@ -126,14 +158,7 @@ impl Handler for Chatroom {
 
 fn main() {
     args::init_logging();
-    let defaults = args::Args {
-        host: "127.0.0.1".into(),
-        port: 8080,
-        max_users: 100,
-        max_message: 65536,
-        threads: 1,
-    };
-    let args = args::parse("chatroom", defaults, true);
+    let args = args::parse("chatroom", args::Args::new(8080, 100, 65536), true);
     let config = Config {
         max_users: args.max_users,
         max_message: args.max_message,
@@ -148,6 +173,10 @@ fn main() {
             );
             std::process::exit(1)
         });
+    let loops = match args.redis {
+        None => loops,
+        Some(url) => join_nodes(loops, url),
+    };
     let remote = loops.remote();
     ctrlc::set_handler(move || remote.stop()).expect("no other signal handler is installed");
     println!(
@@ -160,4 +189,21 @@ fn main() {
         std::process::exit(1);
     }
     println!("chatroom stopped");
+}
+
+/// `--redis URL`: this node and every other that uses that Redis are one chat.
+#[cfg(feature = "redis")]
+fn join_nodes(loops: Loops, url: String) -> Loops {
+    loops
+        .redis(wsloop::RedisConfig::new(url))
+        .unwrap_or_else(|e| {
+            eprintln!("chatroom: {e}");
+            std::process::exit(1)
+        })
+}
+
+#[cfg(not(feature = "redis"))]
+fn join_nodes(_: Loops, _: String) -> Loops {
+    eprintln!("chatroom: --redis needs the redis feature: cargo run --example chatroom --features redis -- ...");
+    std::process::exit(1)
 }

@@ -25,13 +25,7 @@ impl Handler for Echo {
 
 fn main() {
     args::init_logging();
-    let defaults = args::Args {
-        host: "127.0.0.1".into(),
-        port: 9001,
-        max_users: 10_000,
-        max_message: 16 << 20,
-        threads: 1,
-    };
+    let defaults = args::Args::new(9001, 10_000, 16 << 20);
     let args = args::parse("echo", defaults, false);
     let config = Config {
         max_users: args.max_users,

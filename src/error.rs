@@ -281,12 +281,15 @@ impl std::error::Error for HandshakeError {}
 pub enum Error {
     /// An operating-system error while setting up or running the loop.
     Io(io::Error),
+    /// Redis could not be used at start (a bad URL, nobody answering): what went wrong, in one line.
+    Redis(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Redis(why) => write!(f, "{why}"),
         }
     }
 }
@@ -295,6 +298,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io(e) => Some(e),
+            Error::Redis(_) => None,
         }
     }
 }

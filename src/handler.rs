@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::bus::Bus;
 use crate::connection::{ConnId, Connection};
 use crate::frame::{self, Head, OpCode};
 use crate::handshake::{HttpResponse, Request};
@@ -36,6 +37,20 @@ pub trait Handler {
     /// code, or 1006 if the connection just dropped.
     fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
         let _ = (ws, id, code);
+    }
+
+    /// A publish or broadcast (`topic` `None`) this loop has just delivered to its subscribers, whoever made it (on
+    /// this loop, another, or another node), in the one order every subscriber sees. Not part of the PHP function
+    /// table. The chatroom keeps its history with it: what it has seen here is what a newcomer missed. A node that
+    /// joins through Redis also hands the last few broadcasts from before it started here, to no client.
+    fn published(&mut self, topic: Option<&str>, msg: Message<'_>) {
+        let _ = (topic, msg);
+    }
+
+    /// A user of another node that died (its lease in Redis ran out): `presence` is what that node's application
+    /// gave [`Handle::set_presence`] for it. Runs once, on the first loop of one surviving node.
+    fn departed(&mut self, ws: &mut Handle<'_>, presence: &str) {
+        let _ = (ws, presence);
     }
 
     /// An application timer set with [`Handle::after`] or [`Handle::every`] is due: runs on the loop's thread with the
@@ -96,6 +111,17 @@ impl Outgoing<'_> {
     }
 }
 
+impl Outgoing<'_> {
+    /// The opcode and the payload.
+    pub(crate) fn parts(&self) -> (OpCode, &[u8]) {
+        match self {
+            Outgoing::Message(msg) => (msg.opcode(), msg.as_bytes()),
+            Outgoing::Text(text) => (OpCode::Text, text.as_bytes()),
+            Outgoing::Binary(bytes) => (OpCode::Binary, bytes),
+        }
+    }
+}
+
 impl<'a> From<Message<'a>> for Outgoing<'a> {
     fn from(msg: Message<'a>) -> Outgoing<'a> {
         Outgoing::Message(msg)
@@ -133,6 +159,10 @@ pub(crate) enum Action {
     /// To a topic's subscribers, or to everyone (`None`): one frame, its bytes shared by every receiver.
     Publish(Option<Arc<str>>, Head, Arc<Vec<u8>>),
     Close(ConnId, u16, String),
+    /// A broadcast from before this node started, for the handler's `published` alone (`redis` feature).
+    Replay(Option<String>, OpCode, Vec<u8>),
+    /// A user of a node that died, for the handler's `departed` (`redis` feature).
+    Departed(String),
 }
 
 impl Action {
@@ -154,7 +184,7 @@ pub struct Handle<'a> {
     actions: &'a mut Vec<Action>,
     topics: &'a mut Topics,
     timers: &'a mut Timers,
-    users: usize,
+    bus: &'a Bus,
     stats: Stats,
     now: Instant,
 }
@@ -165,7 +195,7 @@ impl<'a> Handle<'a> {
         actions: &'a mut Vec<Action>,
         topics: &'a mut Topics,
         timers: &'a mut Timers,
-        users: usize,
+        bus: &'a Bus,
         stats: Stats,
         now: Instant,
     ) -> Handle<'a> {
@@ -174,7 +204,7 @@ impl<'a> Handle<'a> {
             actions,
             topics,
             timers,
-            users,
+            bus,
             stats,
             now,
         }
@@ -188,31 +218,66 @@ impl<'a> Handle<'a> {
         self.actions.push(Action::send(id, msg));
     }
 
-    /// Sends a message to every handshaked connection (on every loop), the sender included. The frame is made once
-    /// and its bytes are shared by all receivers.
-    pub fn broadcast<'m>(&mut self, msg: impl Into<Outgoing<'m>>) {
-        self.actions.push(Action::publish(None, msg));
+    /// Sends a message to every handshaked connection (on every loop, and every node), the sender included. The
+    /// frame is made once and its bytes are shared by all receivers.
+    ///
+    /// Returns false only where nodes are joined through Redis and this node keeps `RedisConfig::pending`
+    /// publishes already, waiting for Redis to come back: the message is refused (tell the sender).
+    pub fn broadcast<'m>(&mut self, msg: impl Into<Outgoing<'m>>) -> bool {
+        self.publish_to(None, msg.into())
     }
 
-    /// Sends a message to every subscriber of `topic`, on every loop, the sender included if it is subscribed. The
-    /// frame is made once and its bytes are shared by all receivers; only the topic's subscribers are touched.
-    /// Every subscriber sees the publishes (and broadcasts) of the whole server in one and the same order.
+    /// Sends a message to every subscriber of `topic`, on every loop (and node), the sender included if it is
+    /// subscribed. The frame is made once and its bytes are shared by all receivers; only the topic's subscribers
+    /// are touched. Every subscriber sees the publishes (and broadcasts) of the whole server in one and the same
+    /// order.
     ///
     /// Like everything a callback asks for, it is carried out after the callback returns: it reaches those
-    /// subscribed then.
-    pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Outgoing<'m>>) {
-        self.actions.push(Action::publish(Some(topic), msg));
+    /// subscribed then. Returns false if it was refused, as [`Handle::broadcast`] says.
+    pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Outgoing<'m>>) -> bool {
+        self.publish_to(Some(topic), msg.into())
+    }
+
+    fn publish_to(&mut self, topic: Option<&str>, msg: Outgoing<'_>) -> bool {
+        match self.bus.relay_publish(topic, &msg) {
+            Some(answer) => answer.is_ok(),
+            None => {
+                self.actions.push(Action::publish(topic, msg));
+                true
+            }
+        }
     }
 
     /// Subscribes connection `id` to `topic`, at once. Returns false if `id` is not an open connection of this
     /// loop (for instance one that is closing) or was subscribed already. A connection's subscriptions end with it.
     pub fn subscribe(&mut self, id: ConnId, topic: &str) -> bool {
-        self.is_open(id) && self.topics.subscribe(id.key(), topic)
+        if !self.is_open(id) || !self.topics.subscribe(id.key(), topic) {
+            return false;
+        }
+        if let (Some(relay), 1) = (self.bus.relay(), self.topics.count(topic)) {
+            relay.hold(topic);
+        }
+        true
     }
 
     /// Unsubscribes connection `id` from `topic`, at once. Returns false if it was not subscribed.
     pub fn unsubscribe(&mut self, id: ConnId, topic: &str) -> bool {
-        self.is_open(id) && self.topics.unsubscribe(id.key(), topic)
+        if !self.is_open(id) || !self.topics.unsubscribe(id.key(), topic) {
+            return false;
+        }
+        if let (Some(relay), 0) = (self.bus.relay(), self.topics.count(topic)) {
+            relay.release(topic);
+        }
+        true
+    }
+
+    /// Where nodes are joined through Redis: keeps `value` (a name, say) for connection `id` in Redis while it is
+    /// connected, so that if this node dies, another announces the user's departure with it
+    /// ([`Handler::departed`]). Replaces an earlier value. Does nothing on a server of one node.
+    pub fn set_presence(&mut self, id: ConnId, value: &str) {
+        if let (Some(relay), true) = (self.bus.relay(), self.is_open(id)) {
+            relay.presence(id.get(), Some(value));
+        }
     }
 
     /// How many connections of this loop hold `topic`.
@@ -250,9 +315,10 @@ impl<'a> Handle<'a> {
         self.stats
     }
 
-    /// How many connections are handshaked and open, on all loops of the server.
+    /// How many connections are handshaked and open, on all loops of the server (and, joined through Redis, on
+    /// every node, as last counted: within a third of the lease).
     pub fn count(&self) -> usize {
-        self.users
+        self.bus.all_users()
     }
 
     /// Bytes queued for `id` that the peer has not read yet, or `None` if the connection is gone (or belongs to

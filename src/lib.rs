@@ -83,6 +83,9 @@ pub use message::Message;
 pub use remote::Remote;
 pub use server::{Config, Server, Stats, TimerId, LISTENER, WAKER};
 
+#[cfg(feature = "redis")]
+pub use bus::redis::RedisConfig;
+
 // The README's code blocks are compiled as doctests, so that they stay true to the API.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -69,6 +69,20 @@ impl Loops {
         self.servers[0].local_addr()
     }
 
+    /// Joins this server to the other nodes that use the Redis at `config.url` (cargo feature `redis`): publishes
+    /// and broadcasts go through Redis Streams, and every node delivers them in one order per topic. Checks that
+    /// Redis answers: a bad URL or an unreachable Redis is an error here, before anything runs. Connection ids
+    /// are then unique across nodes too.
+    #[cfg(feature = "redis")]
+    pub fn redis(self, config: crate::RedisConfig) -> Result<Loops, Error> {
+        let relay =
+            crate::bus::redis::RedisRelay::start(config, &self.bus).map_err(Error::Redis)?;
+        // 20 bits of the node's id above 32 bits of serial: unique across nodes, and exact in a JavaScript number.
+        let first_serial = (relay.node() & 0xf_ffff) << 32;
+        self.bus.set_relay(Box::new(relay), first_serial);
+        Ok(self)
+    }
+
     /// How many loops there are.
     pub fn len(&self) -> usize {
         self.servers.len()

@@ -62,12 +62,12 @@ impl Remote {
         topic: &str,
         msg: impl Into<Outgoing<'m>>,
     ) -> Result<(), RemoteError> {
-        self.publish_action(Action::publish(Some(topic), msg))
+        self.publish_to(Some(topic), msg.into())
     }
 
     /// Sends a message to every handshaked connection on every loop, in its place in the one order.
     pub fn broadcast<'m>(&self, msg: impl Into<Outgoing<'m>>) -> Result<(), RemoteError> {
-        self.publish_action(Action::publish(None, msg))
+        self.publish_to(None, msg.into())
     }
 
     /// Starts the closing handshake of one connection with `code` and `reason`, as
@@ -83,7 +83,11 @@ impl Remote {
         self.bus.stop();
     }
 
-    fn publish_action(&self, action: Action) -> Result<(), RemoteError> {
+    fn publish_to(&self, topic: Option<&str>, msg: Outgoing<'_>) -> Result<(), RemoteError> {
+        if let Some(answer) = self.bus.relay_publish(topic, &msg) {
+            return answer;
+        }
+        let action = Action::publish(topic, msg);
         self.bus.publish(std::iter::once(action), Source::Remote)
     }
 }

@@ -175,7 +175,7 @@ impl Server {
             &mut self.actions,
             &mut self.topics,
             &mut self.timers,
-            self.bus.users(),
+            &self.bus,
             self.stats,
             self.now,
         )
@@ -723,7 +723,17 @@ impl Server {
     fn leave(&mut self, key: usize) {
         self.users -= 1;
         self.bus.leave();
-        self.topics.leave(key);
+        match self.bus.relay() {
+            None => {
+                self.topics.leave(key, |_| {});
+            }
+            Some(relay) => {
+                self.topics.leave(key, |emptied| relay.release(emptied));
+                if let Some(conn) = self.conns.get(key) {
+                    relay.presence(conn.id.get(), None);
+                }
+            }
+        }
     }
 
     /// A stop was asked for: no more accepts or handshakes, close 1001 to every open connection, and drop those

@@ -68,8 +68,9 @@ impl Topics {
         true
     }
 
-    /// Ends every subscription of `key` (its connection is closing). Returns how many it held.
-    pub fn leave(&mut self, key: usize) -> usize {
+    /// Ends every subscription of `key` (its connection is closing); `emptied` is called with each topic it was the
+    /// last subscriber of. Returns how many it held.
+    pub fn leave(&mut self, key: usize, mut emptied: impl FnMut(&str)) -> usize {
         let Some(topics) = self.held.remove(&key) else {
             return 0;
         };
@@ -79,6 +80,7 @@ impl Topics {
                 set.remove(&key);
                 if set.is_empty() {
                     self.subscribers.remove(topic);
+                    emptied(topic);
                 } else {
                     shrink_set(set);
                 }
@@ -178,8 +180,11 @@ mod tests {
             t.subscribe(7, topic);
         }
         t.subscribe(8, "b");
-        assert_eq!(t.leave(7), 3);
-        assert_eq!(t.leave(7), 0);
+        let mut emptied = Vec::new();
+        assert_eq!(t.leave(7, |topic| emptied.push(topic.to_string())), 3);
+        emptied.sort();
+        assert_eq!(emptied, ["a", "c"], "b is still held by 8");
+        assert_eq!(t.leave(7, |_| panic!("nothing left")), 0);
         assert_eq!(t.len(), 1);
         assert_eq!(sorted(&t, "b"), [8]);
     }
@@ -201,7 +206,7 @@ mod tests {
             }
             if round == 2 {
                 for key in 0..100 {
-                    t.leave(key);
+                    t.leave(key, |_| {});
                 }
             }
             assert_eq!(t.len(), 0);

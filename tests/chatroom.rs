@@ -202,7 +202,10 @@ fn join(addr: SocketAddr, users: u64) -> (Client, u64) {
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     let id = welcome["id"].as_u64().expect("a numeric id");
     assert_eq!(welcome["name"], format!("user-{id}"), "{welcome}");
-    let join = event(&mut ws);
+    let mut join = event(&mut ws);
+    if join["type"] == "history" {
+        join = event(&mut ws);
+    }
     assert_eq!(
         join,
         json!({"type": "join", "id": id, "name": format!("user-{id}"), "users": users})
@@ -595,4 +598,31 @@ fn every_few_seconds_each_user_is_told_the_count_again() {
             other => panic!("expected text, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_newcomer_gets_the_last_50_messages_before_the_live_ones() {
+    let room = Chatroom::start(&[]);
+    let (mut a, ia) = join(room.addr, 1);
+    let name = format!("user-{ia}");
+    for i in 0..55 {
+        say(&mut a, &format!("m{i}"));
+        assert_eq!(event(&mut a), message(ia, &name, &format!("m{i}")));
+    }
+    let mut b = client(room.addr);
+    let welcome = event(&mut b);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let history = event(&mut b);
+    assert_eq!(history["type"], "history", "{history}");
+    let expected: Vec<Value> = (5..55)
+        .map(|i| message(ia, &name, &format!("m{i}")))
+        .collect();
+    assert_eq!(
+        history["events"],
+        json!(expected),
+        "the last 50, oldest first"
+    );
+    assert_eq!(event(&mut b)["type"], "join");
+    say(&mut a, "live");
+    assert_eq!(event(&mut b), message(ia, &name, "live"));
 }

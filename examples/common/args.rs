@@ -1,5 +1,5 @@
-//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--threads` and, where asked,
-//! `--max-message`.
+//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--threads` and, for the
+//! chatroom, `--max-message` and `--redis`.
 
 use std::process::exit;
 
@@ -11,15 +11,32 @@ pub struct Args {
     pub max_message: usize,
     /// Loops, each on its own thread (`wsloop::Loops`); 1 runs the one loop on the main thread.
     pub threads: usize,
+    /// The Redis that joins this node to others (`--redis redis://HOST:PORT`), if any.
+    pub redis: Option<String>,
 }
 
-/// Parses `std::env::args`; prints usage and exits with status 2 on an unknown flag or a bad value.
-pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
+impl Args {
+    /// The defaults every example starts from.
+    pub fn new(port: u16, max_users: usize, max_message: usize) -> Args {
+        Args {
+            host: "127.0.0.1".into(),
+            port,
+            max_users,
+            max_message,
+            threads: 1,
+            redis: None,
+        }
+    }
+}
+
+/// Parses `std::env::args`; prints usage and exits with status 2 on an unknown flag or a bad value. `is_chatroom`
+/// adds `--max-message` and `--redis`.
+pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
     let usage = format!(
         "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--threads N]{}\n\
          defaults: --host {} --port {} --max-users {} --threads {}{}",
-        if with_max_message {
-            " [--max-message BYTES]"
+        if is_chatroom {
+            " [--max-message BYTES] [--redis redis://HOST:PORT]"
         } else {
             ""
         },
@@ -27,8 +44,8 @@ pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
         defaults.port,
         defaults.max_users,
         defaults.threads,
-        if with_max_message {
-            format!(" --max-message {}", defaults.max_message)
+        if is_chatroom {
+            format!(" --max-message {} (no Redis)", defaults.max_message)
         } else {
             String::new()
         },
@@ -45,7 +62,7 @@ pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
             exit(0);
         }
         let known = ["--host", "--port", "--max-users", "--threads"].contains(&flag.as_str())
-            || (with_max_message && flag == "--max-message");
+            || (is_chatroom && ["--max-message", "--redis"].contains(&flag.as_str()));
         if !known {
             fail(format!("unknown flag {flag}"));
         }
@@ -60,6 +77,7 @@ pub fn parse(name: &str, defaults: Args, with_max_message: bool) -> Args {
                 Ok(n) if (1..=256).contains(&n) => args.threads = n,
                 _ => fail(format!("--threads takes 1 to 256, not {value:?}")),
             },
+            "--redis" => args.redis = Some(value.clone()),
             _ => args.max_message = number(&flag, &value).unwrap_or_else(|why| fail(why)),
         }
     }

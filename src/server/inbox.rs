@@ -13,7 +13,9 @@ use super::Server;
 use crate::bus::Source;
 use crate::connection::{Bytes, Chunk, Closing};
 use crate::error::close_code;
+use crate::frame::{self, Head, OpCode};
 use crate::handler::{Action, Handler};
+use crate::message::Message;
 
 impl Server {
     /// The waker fired: carry out what waits in the inbox, then, if a stop was asked for, begin it.
@@ -67,8 +69,7 @@ impl Server {
         action: Action,
         from_bus: bool,
     ) {
-        let is_alone = self.bus.loops() == 1;
-        if !from_bus && !is_alone {
+        if !from_bus && !self.bus.is_direct() {
             let is_publish = matches!(action, Action::Publish(..));
             if is_publish || !self.outbox.is_empty() {
                 self.outbox.push(action);
@@ -76,10 +77,24 @@ impl Server {
             }
         }
         match action {
-            Action::Publish(topic, head, bytes) => match topic {
-                None => self.broadcast(head, bytes),
-                Some(topic) => self.publish_here(&topic, head, bytes),
-            },
+            Action::Publish(topic, head, bytes) => {
+                match &topic {
+                    None => self.broadcast(head, &bytes),
+                    Some(topic) => self.publish_here(topic, head, &bytes),
+                }
+                if let Some(msg) = message_of(&head, &bytes) {
+                    handler.published(topic.as_deref(), msg);
+                }
+            }
+            Action::Replay(topic, opcode, payload) => {
+                if let Some(msg) = message(opcode, &payload) {
+                    handler.published(topic.as_deref(), msg);
+                }
+            }
+            Action::Departed(presence) => {
+                handler.departed(&mut self.handle(), &presence);
+                self.apply_actions(handler);
+            }
             Action::Send(id, ..) | Action::Close(id, ..) if id.loop_index() != self.loop_index => {
                 // A connection of another loop: that loop carries it out (from a loop, the bus refuses nothing).
                 let to = id.loop_index();
@@ -104,5 +119,32 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// The message a queued frame carries: after its separate header, or inside the bytes when they are the whole frame.
+fn message_of<'a>(head: &Head, bytes: &'a [u8]) -> Option<Message<'a>> {
+    let whole = head.as_bytes();
+    let first = *whole.first().or(bytes.first())?;
+    let opcode = OpCode::from_u8(first & 0x0f)?;
+    let payload = if whole.is_empty() {
+        // §5.2: the 7-bit length, or a marker for a 16- or 64-bit one after it (a server frame has no mask).
+        let header = match bytes.get(1)? & 0x7f {
+            frame::LEN16_MARKER => 4,
+            frame::LEN64_MARKER => 10,
+            _ => 2,
+        };
+        bytes.get(header..)?
+    } else {
+        bytes
+    };
+    message(opcode, payload)
+}
+
+fn message(opcode: OpCode, payload: &[u8]) -> Option<Message<'_>> {
+    match opcode {
+        OpCode::Text => std::str::from_utf8(payload).ok().map(Message::Text),
+        OpCode::Binary => Some(Message::Binary(payload)),
+        _ => None,
     }
 }

@@ -56,13 +56,13 @@ impl Server {
     }
 
     /// Queues one shared frame for every subscriber of `topic` on this loop; no other connection is looked at.
-    pub(super) fn publish_here(&mut self, topic: &str, head: Head, bytes: Arc<Vec<u8>>) {
+    pub(super) fn publish_here(&mut self, topic: &str, head: Head, bytes: &Arc<Vec<u8>>) {
         if log::log_enabled!(log::Level::Trace) {
             trace!(
                 "publish to {} subscribers of {topic:?}:",
                 self.topics.count(topic)
             );
-            trace_frame(self.conn_id_none(), ">", first(&head, &bytes));
+            trace_frame(self.conn_id_none(), ">", first(&head, bytes));
         }
         for key in self.topics.subscribers(topic) {
             // Subscriptions end when a connection stops being open, so every subscriber is open.
@@ -79,10 +79,10 @@ impl Server {
     }
 
     /// Queues one shared frame for every open connection: made once, its bytes shared by every queue.
-    pub(super) fn broadcast(&mut self, head: Head, bytes: Arc<Vec<u8>>) {
+    pub(super) fn broadcast(&mut self, head: Head, bytes: &Arc<Vec<u8>>) {
         if log::log_enabled!(log::Level::Trace) {
             trace!("broadcast to {} connections:", self.users);
-            trace_frame(self.conn_id_none(), ">", first(&head, &bytes));
+            trace_frame(self.conn_id_none(), ">", first(&head, bytes));
         }
         for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
             conn.push(Chunk::data(head, Bytes::Shared(bytes.clone())));

@@ -11,17 +11,45 @@
 //! the same order, and every subscriber, on every loop, sees them in that order. The counters shared by all loops
 //! (users, connection serials) are atomics here too; nothing here is touched per message unless the message is a
 //! publish that crosses loops.
+//!
+//! **A relay** (`redis.rs`, behind the cargo feature `redis`) joins the loops of several nodes. With one, a
+//! publish is handed to it instead of to the inboxes, and comes back through [`Bus::deliver`] in the relay's order,
+//! on every node, the publisher's included.
 
 use std::collections::VecDeque;
 use std::mem;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use log::warn;
 use mio::Waker;
 
 use crate::error::RemoteError;
-use crate::handler::Action;
+use crate::frame::OpCode;
+use crate::handler::{Action, Outgoing};
+
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+
+/// Where publishes go when the loops of one process are not the whole server.
+#[allow(dead_code)] // implemented only with the `redis` feature
+pub(crate) trait Relay: Send + Sync {
+    /// Takes a publish (`None`: a broadcast) to hand on; `Full` if it cannot keep one more.
+    fn publish(
+        &self,
+        topic: Option<&str>,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Result<(), RemoteError>;
+    /// A loop of this node now has a subscriber of `topic` (its first).
+    fn hold(&self, topic: &str);
+    /// A loop of this node no longer has any subscriber of `topic`.
+    fn release(&self, topic: &str);
+    /// A user's presence value, kept for other nodes to announce its departure if this node dies (`None`: it left).
+    fn presence(&self, serial: u64, value: Option<&str>);
+    /// The server stops.
+    fn stop(&self);
+}
 
 /// One loop's inbox.
 struct Inbox {
@@ -47,6 +75,9 @@ pub(crate) struct Bus {
     users: AtomicUsize,
     /// The last connection serial handed out, so that ids are unique across loops.
     serial: AtomicU64,
+    /// Handshaked connections of the other nodes, as the relay last counted them.
+    remote_users: AtomicUsize,
+    relay: OnceLock<Box<dyn Relay>>,
 }
 
 /// Who pushes: a thread through a `Remote` (bounded: it is told `Full`), or a loop (never refused: a loop cannot
@@ -55,6 +86,8 @@ pub(crate) struct Bus {
 pub(crate) enum Source {
     Remote,
     Loop(usize),
+    /// The relay, delivering: never refused, every loop woken.
+    Relay,
 }
 
 fn lock(inbox: &Inbox) -> MutexGuard<'_, InboxState> {
@@ -85,12 +118,80 @@ impl Bus {
             capacity,
             users: AtomicUsize::new(0),
             serial: AtomicU64::new(0),
+            remote_users: AtomicUsize::new(0),
+            relay: OnceLock::new(),
         }
     }
 
-    /// How many loops share this bus.
-    pub fn loops(&self) -> usize {
-        self.inboxes.len()
+    /// Joins this bus to other nodes through `relay`, before any loop runs. Connection ids start at `first_serial`.
+    #[allow(dead_code)] // only with the `redis` feature
+    pub fn set_relay(&self, relay: Box<dyn Relay>, first_serial: u64) {
+        self.serial.store(first_serial, Ordering::Relaxed);
+        if self.relay.set(relay).is_err() {
+            warn!("a relay was set twice; the first stays");
+        }
+    }
+
+    pub fn relay(&self) -> Option<&dyn Relay> {
+        self.relay.get().map(|r| &**r)
+    }
+
+    /// True when a publish is delivered at once, by the loop that made it: one loop, no relay.
+    pub fn is_direct(&self) -> bool {
+        self.inboxes.len() == 1 && self.relay.get().is_none()
+    }
+
+    /// Hands a publish to the relay if there is one (`Some` with its answer), or says there is none.
+    pub fn relay_publish<'m>(
+        &self,
+        topic: Option<&str>,
+        msg: &Outgoing<'m>,
+    ) -> Option<Result<(), RemoteError>> {
+        let relay = self.relay.get()?;
+        let (opcode, payload) = msg.parts();
+        Some(relay.publish(topic, opcode, payload))
+    }
+
+    /// A publish came back from the relay: into every loop's inbox, in the relay's order.
+    #[allow(dead_code)] // only with the `redis` feature
+    pub fn deliver(&self, topic: Option<String>, opcode: OpCode, payload: Vec<u8>) {
+        let msg = match opcode {
+            OpCode::Text => match String::from_utf8(payload) {
+                Ok(text) => Outgoing::Text(text),
+                Err(_) => return,
+            },
+            _ => Outgoing::Binary(payload),
+        };
+        let _ = self.publish(
+            std::iter::once(Action::publish(topic.as_deref(), msg)),
+            Source::Relay,
+        );
+    }
+
+    /// A publish from before this node started, for the handlers alone ([`crate::Handler::published`]).
+    #[allow(dead_code)] // only with the `redis` feature
+    pub fn replay(&self, topic: Option<String>, opcode: OpCode, payload: Vec<u8>) {
+        for to in 0..self.inboxes.len() {
+            let action = Action::Replay(topic.clone(), opcode, payload.clone());
+            let _ = self.push(to, action, Source::Relay);
+        }
+    }
+
+    /// A user of a node that died: announced by the first loop's handler ([`crate::Handler::departed`]).
+    #[allow(dead_code)] // only with the `redis` feature
+    pub fn departed(&self, presence: String) {
+        let _ = self.push(0, Action::Departed(presence), Source::Relay);
+    }
+
+    /// The other nodes' users, as the relay counted them.
+    #[allow(dead_code)] // only with the `redis` feature
+    pub fn set_remote_users(&self, n: usize) {
+        self.remote_users.store(n, Ordering::Relaxed);
+    }
+
+    /// Handshaked connections on every node, as far as this one knows.
+    pub fn all_users(&self) -> usize {
+        self.users() + self.remote_users.load(Ordering::Relaxed)
     }
 
     /// Pushes a command for one loop.
@@ -153,6 +254,11 @@ impl Bus {
                         state.queue.push_back(action);
                     }
                 }
+                Action::Replay(..) | Action::Departed(_) => {
+                    if let Some(state) = states.first_mut() {
+                        state.queue.push_back(action);
+                    }
+                }
             }
         }
         let to_wake: Vec<bool> = states
@@ -186,6 +292,9 @@ impl Bus {
 
     /// Stops every loop: each drains what was pushed before, then shuts down. Further pushes from threads fail.
     pub fn stop(&self) {
+        if let Some(relay) = self.relay.get() {
+            relay.stop();
+        }
         for inbox in &self.inboxes {
             let mut state = lock(inbox);
             if !state.is_stopped {
