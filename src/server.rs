@@ -697,7 +697,7 @@ impl Server {
         self.arm(key, self.now + self.config.close_timeout);
         self.mark_dirty(key);
         if was_open {
-            self.leave(key);
+            self.leave(key, id);
             handler.close(&mut self.handle(), id, code);
             self.apply_actions(handler);
         }
@@ -712,7 +712,7 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());
         if conn.is_open() {
-            self.leave(key);
+            self.leave(key, conn.id);
             handler.close(&mut self.handle(), conn.id, code);
             self.apply_actions(handler);
         }
@@ -720,7 +720,7 @@ impl Server {
 
     /// An open connection stops carrying messages: it no longer counts as a user, and its subscriptions end
     /// (before its `close` callback runs, so a publish from there does not reach it).
-    fn leave(&mut self, key: usize) {
+    fn leave(&mut self, key: usize, id: ConnId) {
         self.users -= 1;
         self.bus.leave();
         match self.bus.relay() {
@@ -729,9 +729,7 @@ impl Server {
             }
             Some(relay) => {
                 self.topics.leave(key, |emptied| relay.release(emptied));
-                if let Some(conn) = self.conns.get(key) {
-                    relay.presence(conn.id.get(), None);
-                }
+                relay.presence(id.get(), None);
             }
         }
     }

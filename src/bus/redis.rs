@@ -652,7 +652,8 @@ fn id_after(a: &str, b: &str) -> bool {
 /// The heartbeat: renew this node's lease (its user count), sum the others', and announce the users of a node
 /// whose lease ran out.
 fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
-    let every = shared.config.lease / 3;
+    // A third of the lease, and at most a second: the other nodes' user count is as fresh as this.
+    let every = (shared.config.lease / 3).min(Duration::from_secs(1));
     let mut conn: Option<Connection> = None;
     // A node judges others only after holding a lease of its own for a whole lease: after an outage every node
     // needs that long to renew, and none may be taken for dead meanwhile.
@@ -665,7 +666,7 @@ fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
         if let Some(c) = conn.as_mut() {
             let judge = *judging_from.get_or_insert_with(|| Instant::now() + shared.config.lease);
             match beat(shared, bus, c, Instant::now() >= judge) {
-                Ok(others) => bus.set_remote_users(others),
+                Ok(()) => {}
                 Err(e) => {
                     debug!("Redis heartbeat: {e}");
                     conn = None;
@@ -692,13 +693,13 @@ fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
     }
 }
 
-/// One heartbeat. Returns the other nodes' users.
+/// One heartbeat: renew the lease, count the other nodes' users, reap the dead.
 fn beat(
     shared: &Shared,
     bus: &Bus,
     conn: &mut Connection,
     judge: bool,
-) -> redis::RedisResult<usize> {
+) -> redis::RedisResult<()> {
     let me = format!("{:x}", shared.node);
     redis::pipe()
         .cmd("SET")
@@ -714,6 +715,7 @@ fn beat(
         .query::<()>(conn)?;
     let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(conn)?;
     let mut others = 0;
+    let mut dead = Vec::new();
     for name in nodes.into_iter().filter(|n| *n != me) {
         let Ok(node) = u64::from_str_radix(&name, 16) else {
             continue;
@@ -721,11 +723,16 @@ fn beat(
         let users: Option<usize> = redis::cmd("GET").arg(lease_key(node)).query(conn)?;
         match users {
             Some(n) => others += n,
-            None if judge => reap(shared, bus, conn, node, &name)?,
+            None if judge => dead.push((node, name)),
             None => {}
         }
     }
-    Ok(others)
+    // The count first, so that the departures announced next say how many are left.
+    bus.set_remote_users(others);
+    for (node, name) in dead {
+        reap(shared, bus, conn, node, &name)?;
+    }
+    Ok(())
 }
 
 /// A node's lease ran out: the one node that claims it announces each of its users' departure, once.
