@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    ask, join, next_close, nothing_pending, say, start, start_loops, text, Client, Event, Rooms,
-    TestServer, TIMEOUT,
+    ask, join, next_close, nothing_pending, on_every_loop, say, start, start_loops, text, Client,
+    Event, Rooms, TestServer, TIMEOUT,
 };
 use tungstenite::Message as WsMessage;
 use wsloop::{close_code, Config, ConnId, Handle, Handler, Message, Remote, RemoteError};
@@ -71,29 +71,6 @@ fn gated(config: Config, loops: usize) -> (TestServer, Gate) {
             open,
         },
     )
-}
-
-/// Connects clients until every one of `loops` loops has `per_loop` of them (extra ones are dropped). Bounded: the
-/// kernel spreads connections over the loops' listeners by a hash, so a few dozen attempts are plenty.
-fn on_every_loop(
-    server: &TestServer,
-    reports: &Receiver<Event>,
-    loops: usize,
-    per_loop: usize,
-) -> Vec<Vec<(Client, ConnId)>> {
-    let mut by_loop: Vec<Vec<(Client, ConnId)>> = (0..loops).map(|_| Vec::new()).collect();
-    for _ in 0..500 {
-        if by_loop.iter().all(|clients| clients.len() >= per_loop) {
-            return by_loop;
-        }
-        let (ws, id) = join(server.addr, reports);
-        let clients = &mut by_loop[id.loop_index()];
-        if clients.len() < per_loop {
-            clients.push((ws, id));
-        }
-    }
-    let counts: Vec<usize> = by_loop.iter().map(Vec::len).collect();
-    panic!("500 connections did not reach every loop: {counts:?}");
 }
 
 #[test]

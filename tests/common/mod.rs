@@ -5,6 +5,8 @@
 //! Every client socket has read and write timeouts, so a bug fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
@@ -436,4 +438,27 @@ pub fn close_and_wait(mut ws: Client) {
         }
     }
     panic!("the connection did not end");
+}
+
+/// Connects clients until every one of `loops` loops has `per_loop` of them (extra ones are dropped). Bounded: the
+/// kernel spreads connections over the loops' listeners by a hash, so a few dozen attempts are plenty.
+pub fn on_every_loop(
+    server: &TestServer,
+    reports: &mpsc::Receiver<Event>,
+    loops: usize,
+    per_loop: usize,
+) -> Vec<Vec<(Client, ConnId)>> {
+    let mut by_loop: Vec<Vec<(Client, ConnId)>> = (0..loops).map(|_| Vec::new()).collect();
+    for _ in 0..500 {
+        if by_loop.iter().all(|clients| clients.len() >= per_loop) {
+            return by_loop;
+        }
+        let (ws, id) = join(server.addr, reports);
+        let clients = &mut by_loop[id.loop_index()];
+        if clients.len() < per_loop {
+            clients.push((ws, id));
+        }
+    }
+    let counts: Vec<usize> = by_loop.iter().map(Vec::len).collect();
+    panic!("500 connections did not reach every loop: {counts:?}");
 }
