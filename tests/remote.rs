@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{
-    ask, join, next_close, nothing_pending, on_every_loop, say, start, start_loops, text, Client,
+    ask, close_of, join, nothing_pending, on_every_loop, say, start, start_loops, text, Client,
     Event, Rooms, TestServer, TIMEOUT,
 };
 use tungstenite::Message as WsMessage;
@@ -374,8 +374,7 @@ fn check_close(loops: usize) {
             "client {id} on loop {}",
             id.loop_index()
         );
-        let (closed, callback_code, _) = next_close(&reports);
-        assert_eq!((closed, callback_code), (id, seen));
+        assert_eq!(close_of(&reports, id).0, seen, "in the close callback");
         drop(ws);
         // The connection is gone (or going): a send to it is not an error, and goes nowhere.
         assert_eq!(remote.send(id, "too late"), Ok(()));

@@ -462,3 +462,15 @@ pub fn on_every_loop(
     let counts: Vec<usize> = by_loop.iter().map(Vec::len).collect();
     panic!("500 connections did not reach every loop: {counts:?}");
 }
+
+/// The `close` report of connection `id`, skipping every other report (such as the closes of clients that
+/// [`on_every_loop`] did not keep).
+pub fn close_of(events: &mpsc::Receiver<Event>, id: ConnId) -> (u16, Vec<(String, usize)>) {
+    for _ in 0..10_000 {
+        let (closed, code, subscribers) = next_close(events);
+        if closed == id {
+            return (code, subscribers);
+        }
+    }
+    panic!("no close report for {id}");
+}
