@@ -1,15 +1,20 @@
-//! Shared by the integration tests: a server on `127.0.0.1:0` in a thread, and raw-socket and tungstenite clients.
+//! Shared by the integration tests: a server (one loop or several) on `127.0.0.1:0` in a thread, a small
+//! command-driven application ([`Rooms`]) that exposes the `Handle` to a client, and raw-socket and tungstenite
+//! clients.
 //!
 //! Every client socket has read and write timeouts, so a bug fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use wsloop::frame::{self, Limits, OpCode};
-use wsloop::{Config, ConnId, Handle, Handler, Message, Remote, Server, Status};
+use wsloop::{Config, ConnId, Handle, Handler, Loops, Message, Remote, Server, Status};
 
 /// How long a client waits for any one reply before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,4 +204,273 @@ pub fn still_serves(addr: SocketAddr) {
     let mut ws = client(addr);
     ws.send(tungstenite::Message::text("still here")).unwrap();
     assert_eq!(ws.read().unwrap(), tungstenite::Message::text("still here"));
+}
+
+/// A tungstenite client over a plain TCP stream.
+pub type Client = tungstenite::WebSocket<TcpStream>;
+
+impl TestServer {
+    /// A handle that reaches the running server from any thread.
+    pub fn remote(&self) -> Remote {
+        self.stop.clone()
+    }
+}
+
+/// Starts `threads` loops (`wsloop::Loops`) on an ephemeral loopback port, each with the handler `make(loop_index)`
+/// builds; `run` (loop 0 included) goes on a thread of its own.
+pub fn start_loops<H, F>(config: Config, threads: usize, make: F) -> TestServer
+where
+    H: Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    let _ = env_logger::builder().is_test(true).try_init();
+    let loops = Loops::bind("127.0.0.1:0", config, threads).expect("bind 127.0.0.1:0");
+    assert_eq!(loops.len(), threads);
+    let addr = loops.local_addr().expect("local_addr");
+    let stop = loops.remote();
+    let thread = thread::spawn(move || loops.run(make).expect("no loop may fail"));
+    TestServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// The next text message, skipping pings and pongs; anything else fails the test.
+pub fn text(ws: &mut Client) -> String {
+    for _ in 0..100 {
+        match ws.read().expect("a text message") {
+            tungstenite::Message::Text(text) => return text.to_string(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+    panic!("only pings and pongs");
+}
+
+/// Sends one text message.
+pub fn say(ws: &mut Client, text: &str) {
+    ws.send(tungstenite::Message::text(text))
+        .expect("send a text message");
+}
+
+/// Sends `text` and returns the next text message: the answer to a [`Rooms`] command.
+pub fn ask(ws: &mut Client, text: &str) -> String {
+    say(ws, text);
+    self::text(ws)
+}
+
+/// Proves that nothing is waiting for `ws`: an echoed marker must be the very next message. (Whatever the server
+/// had queued for this client before it read the marker would arrive first.)
+pub fn nothing_pending(ws: &mut Client, marker: &str) {
+    let echo = format!("echo:{marker}");
+    assert_eq!(
+        ask(ws, &echo),
+        echo,
+        "something else was waiting for this client"
+    );
+}
+
+/// What [`Rooms`] reports to the test through its channel.
+#[derive(Debug)]
+pub enum Event {
+    /// `add` ran for this connection.
+    Added(ConnId),
+    /// `close` ran for this connection, with this code; `subscribers` is, for each watched topic, how many
+    /// connections of the loop held it at that moment.
+    Closed {
+        id: ConnId,
+        code: u16,
+        subscribers: Vec<(String, usize)>,
+    },
+}
+
+/// A test application driven by text commands, so that a test over real sockets can call each part of the `Handle`
+/// and see the result:
+///
+/// - on `add`, the newcomer gets `hello:ID:LOOP:COUNT` (its id, its loop, `count()` then);
+/// - `sub:T` / `unsub:T` answer `sub:T:RESULT:N` / `unsub:T:RESULT:N` (what the call returned, then
+///   `subscribers(T)`); `count:T` answers `count:T:N`; `users` answers `users:COUNT`;
+/// - `pub:T:...` publishes the whole text to `T` (borrowed); `own:T:...` publishes it as an owned `String`;
+///   `all:...` broadcasts it;
+/// - anything else (such as `echo:MARKER`) comes back to its sender.
+#[derive(Default)]
+pub struct Rooms {
+    events: Option<mpsc::Sender<Event>>,
+    watched: Vec<String>,
+}
+
+impl Rooms {
+    /// Rooms that report `add` and `close` through `events`, with the subscriber count of each `watched` topic.
+    pub fn reporting(events: mpsc::Sender<Event>, watched: &[&str]) -> Rooms {
+        Rooms {
+            events: Some(events),
+            watched: watched.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn report(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+}
+
+impl Handler for Rooms {
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
+        let hello = format!("hello:{}:{}:{}", id.get(), id.loop_index(), ws.count());
+        ws.send(id, hello);
+        self.report(Event::Added(id));
+    }
+
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        let Message::Text(text) = msg else {
+            return ws.send(id, msg);
+        };
+        let (command, rest) = text.split_once(':').unwrap_or((text, ""));
+        let topic = rest.split(':').next().unwrap_or_default();
+        match command {
+            "sub" => {
+                let ok = ws.subscribe(id, topic);
+                let reply = format!("sub:{topic}:{ok}:{}", ws.subscribers(topic));
+                ws.send(id, reply);
+            }
+            "unsub" => {
+                let ok = ws.unsubscribe(id, topic);
+                let reply = format!("unsub:{topic}:{ok}:{}", ws.subscribers(topic));
+                ws.send(id, reply);
+            }
+            "count" => {
+                let reply = format!("count:{topic}:{}", ws.subscribers(topic));
+                ws.send(id, reply);
+            }
+            "users" => {
+                let reply = format!("users:{}", ws.count());
+                ws.send(id, reply);
+            }
+            "pub" | "own" | "all" => {
+                let taken = match command {
+                    "pub" => ws.publish(topic, text),
+                    "own" => ws.publish(topic, text.to_string()),
+                    _ => ws.broadcast(text),
+                };
+                // Only a node joined to others through Redis refuses; a test seeing this fails on it.
+                if !taken {
+                    ws.send(id, format!("refused:{text}"));
+                }
+            }
+            _ => ws.send(id, text),
+        }
+    }
+
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
+        let subscribers = self
+            .watched
+            .iter()
+            .map(|topic| (topic.clone(), ws.subscribers(topic)))
+            .collect();
+        self.report(Event::Closed {
+            id,
+            code,
+            subscribers,
+        });
+    }
+}
+
+/// A [`Rooms`] client's greeting: (id number, loop index, `count()` when it joined).
+pub fn hello(ws: &mut Client) -> (u64, usize, usize) {
+    let hello = text(ws);
+    let fields: Vec<&str> = hello.split(':').collect();
+    match fields[..] {
+        ["hello", id, loop_index, count] => (
+            id.parse().unwrap(),
+            loop_index.parse().unwrap(),
+            count.parse().unwrap(),
+        ),
+        _ => panic!("expected hello:ID:LOOP:COUNT, got {hello:?}"),
+    }
+}
+
+/// Connects to a [`Rooms`] server that reports to `events`; returns the client with the `ConnId` its `add` saw.
+pub fn join(addr: SocketAddr, events: &mpsc::Receiver<Event>) -> (Client, ConnId) {
+    let mut ws = client(addr);
+    let (number, loop_index, _) = hello(&mut ws);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Added(id)) if id.get() == number => {
+                assert_eq!(id.loop_index(), loop_index);
+                return (ws, id);
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no add for connection {number}: {e}"),
+        }
+    }
+}
+
+/// The next `close` report, skipping `add`s.
+pub fn next_close(events: &mpsc::Receiver<Event>) -> (ConnId, u16, Vec<(String, usize)>) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Event::Closed {
+                id,
+                code,
+                subscribers,
+            }) => return (id, code, subscribers),
+            Ok(Event::Added(_)) => continue,
+            Err(e) => panic!("no close report: {e}"),
+        }
+    }
+}
+
+/// Ends a tungstenite client with a closing handshake and waits (bounded) until the server has closed TCP.
+pub fn close_and_wait(mut ws: Client) {
+    ws.close(None).expect("send a close frame");
+    for _ in 0..1000 {
+        match ws.read() {
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return,
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("unexpected error while closing: {e}"),
+        }
+    }
+    panic!("the connection did not end");
+}
+
+/// Connects clients until every one of `loops` loops has `per_loop` of them (extra ones are dropped). Bounded: the
+/// kernel spreads connections over the loops' listeners by a hash, so a few dozen attempts are plenty.
+pub fn on_every_loop(
+    server: &TestServer,
+    reports: &mpsc::Receiver<Event>,
+    loops: usize,
+    per_loop: usize,
+) -> Vec<Vec<(Client, ConnId)>> {
+    let mut by_loop: Vec<Vec<(Client, ConnId)>> = (0..loops).map(|_| Vec::new()).collect();
+    for _ in 0..500 {
+        if by_loop.iter().all(|clients| clients.len() >= per_loop) {
+            return by_loop;
+        }
+        let (ws, id) = join(server.addr, reports);
+        let clients = &mut by_loop[id.loop_index()];
+        if clients.len() < per_loop {
+            clients.push((ws, id));
+        }
+    }
+    let counts: Vec<usize> = by_loop.iter().map(Vec::len).collect();
+    panic!("500 connections did not reach every loop: {counts:?}");
+}
+
+/// The `close` report of connection `id`, skipping every other report (such as the closes of clients that
+/// [`on_every_loop`] did not keep).
+pub fn close_of(events: &mpsc::Receiver<Event>, id: ConnId) -> (u16, Vec<(String, usize)>) {
+    for _ in 0..10_000 {
+        let (closed, code, subscribers) = next_close(events);
+        if closed == id {
+            return (code, subscribers);
+        }
+    }
+    panic!("no close report for {id}");
 }
