@@ -4,11 +4,13 @@
 # an earlier revision of themselves, all driven by one load generator (peers/src/bin/loadgen.rs),
 # several runs each, interleaved, medians and paired ratios at the end.
 #
-#   scripts/load.sh                    # echo, broadcast, chat, loops, topic, idle: about 25 minutes
+#   scripts/load.sh                    # echo, broadcast, chat, loops, topic, idle: about 15 minutes
 #   scripts/load.sh --only echo        # some parts: echo, broadcast, chat, loops, topic, idle (e.g. --only loops,topic)
 #   scripts/load.sh --runs 5 --secs 10 # more and longer runs (defaults: 3 runs of 5 s, after 1 s warm-up)
 #   scripts/load.sh --baseline 30a4a68 # echo and broadcast of this tree against those of revision 30a4a68
-#                                      # (1 loop each, pinned alike), as server wsloop-30a4a68: about 8 minutes
+#                                      # (1 loop each, pinned alike), as server wsloop-30a4a68: about 5 minutes,
+#                                      # and about 4 more the first time, to build the baseline
+#   scripts/load.sh --only loops       # about 2 minutes; --only topic about 1; --only idle under 1
 #   scripts/load.sh --baseline REV --only echo [--peers]  # one part; --peers keeps the peer servers in it too
 #   scripts/load.sh --quick            # CI: a 2 s echo run and a 1 s topic run on 2 loops; non-zero on any error
 #   scripts/load.sh --summary FILE     # the tables again, from the RESULT lines a run kept
@@ -143,6 +145,10 @@ for part in ${ONLY//,/ }; do
         *) echo "load.sh: unknown part $part" >&2; echo "$USAGE" >&2; exit 2 ;;
     esac
 done
+if [ -n "$BASELINE" ] && ! base_commit=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE^{commit}"); then
+    echo "load.sh: --baseline $BASELINE is not a commit of this repository" >&2
+    exit 2
+fi
 # want PART: whether PART is to run.
 want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
@@ -193,10 +199,6 @@ fi
 # under target/baseline/<commit>/src, built release in its own target dir beside it (kept for the next run).
 BASE_NAME= BASE_EXAMPLES=
 if [ -n "$BASELINE" ]; then
-    if ! base_commit=$(git -C "$ROOT" rev-parse --verify --quiet "$BASELINE^{commit}"); then
-        echo "load.sh: --baseline $BASELINE is not a commit of this repository" >&2
-        exit 2
-    fi
     BASE_NAME=wsloop-$(git -C "$ROOT" rev-parse --short=7 "$base_commit")
     base_dir=$ROOT/target/baseline/$base_commit
     if [ ! -f "$base_dir/src.complete" ]; then
