@@ -50,6 +50,8 @@ pub struct Client {
     pub sent_at: Instant,
     /// Messages received since the caller last reset it (broadcast rounds).
     pub received: usize,
+    /// The caller's own mark for this connection (the load generator's pool: its index).
+    pub tag: usize,
     request: Vec<u8>,
     buf: Vec<u8>,
     start: usize,
@@ -71,6 +73,7 @@ impl Client {
             phase: Phase::Connecting,
             sent_at: Instant::now(),
             received: 0,
+            tag: 0,
             request: request.into_bytes(),
             buf: Vec::new(),
             start: 0,
@@ -266,6 +269,11 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Bytes read but not yet handed out as a whole frame (the start of one still arriving).
+    pub fn pending_bytes(&self) -> usize {
+        self.end - self.start
     }
 
     /// Starts a clean close: a masked close frame with code 1000.

@@ -6,6 +6,9 @@
 //! loadgen idle      --port P --conns 10000 --server-pid PID [--size 20]
 //! loadgen chat      --port P --conns 1000 [--size 20] [--secs 5] [--warmup 1] [--server-pid PID]
 //!                   (against `cargo run --example chatroom`: one sender, every user receives)
+//! loadgen topic     --port P --conns 1000 --subscribers 10 --mode pub|each [--senders 1] [--window 16]
+//!                   [--size 32] [--secs 5] [--warmup 1] [--server-pid PID]
+//!                   (against `cargo run --example broadcast`: a topic that a few of many connections hold)
 //! loadgen probe     --port P [--timeout 10]     (exit 0 once the port accepts TCP connections)
 //! loadgen free-port                             (print a free loopback port)
 //! ```
@@ -30,6 +33,8 @@ use wsloop_peers::{
 const USAGE: &str =
     "usage: loadgen echo|broadcast|idle|chat --port P --conns N [--size S] [--secs D] [--warmup W]
          [--opcode text|binary] [--max-rounds R] [--server-pid PID] [--host 127.0.0.1]
+       loadgen topic --port P --conns N --subscribers K --mode pub|each [--senders J] [--window M]
+         [--size S] [--secs D] [--warmup W] [--server-pid PID]
        loadgen probe --port P [--timeout SECS]
        loadgen free-port";
 const FLAGS: &[&str] = &[
@@ -43,6 +48,10 @@ const FLAGS: &[&str] = &[
     "max-rounds",
     "server-pid",
     "timeout",
+    "subscribers",
+    "senders",
+    "window",
+    "mode",
 ];
 /// Connects and handshakes in flight at once while opening connections.
 const MAX_IN_FLIGHT: usize = 256;
@@ -58,11 +67,12 @@ fn main() {
         "broadcast" => broadcast(&flags),
         "idle" => idle(&flags),
         "chat" => chat(&flags),
+        "topic" => topic(&flags),
         "probe" => probe(&flags),
         "free-port" => free_port(),
         _ => wsloop_peers::usage_exit(
             USAGE,
-            "first argument: echo, broadcast, idle, chat, probe or free-port",
+            "first argument: echo, broadcast, idle, chat, topic, probe or free-port",
         ),
     };
     if let Err(e) = result {
@@ -107,6 +117,7 @@ impl Pool {
                 let token = Token(pool.clients.len());
                 let mut client =
                     Client::connect(addr).map_err(|e| format!("connect #{}: {e}", token.0))?;
+                client.tag = token.0;
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 pool.poll
                     .registry()
@@ -566,17 +577,7 @@ fn chat(flags: &Flags) -> Result<(), String> {
     pool.close();
 
     let messages = stop_at.unwrap_or(0) - first_measured.unwrap_or(0);
-    let quantile = |q: f64| {
-        let target = (deliveries as f64 * q).ceil() as u64;
-        let mut seen = 0;
-        for (bucket, count) in histogram.iter().enumerate() {
-            seen += count;
-            if seen >= target.max(1) {
-                return (bucket as u64 + 1) * LATENCY_BUCKET_US;
-            }
-        }
-        LATENCY_BUCKETS as u64 * LATENCY_BUCKET_US
-    };
+    let quantile = |q: f64| quantile_us(&histogram, deliveries, q);
     // The window ends when sending stops; the deliveries of its last messages arrive just after.
     let rate = deliveries as f64 / wall;
     println!(
@@ -589,6 +590,254 @@ fn chat(flags: &Flags) -> Result<(), String> {
         c.size, quantile(0.5), quantile(0.99)
     );
     Ok(())
+}
+
+/// What a connection does in a topic run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Holds the topic: the k-th subscriber.
+    Subscriber(usize),
+    /// Sends the numbered messages (never subscribed): the j-th sender.
+    Sender(usize),
+    /// Neither: must receive nothing at all.
+    Quiet,
+}
+
+/// The topic of `loadgen topic`.
+const TOPIC: &str = "room";
+
+/// A topic that `--subscribers` of `--conns` connections hold, against the broadcast example. The
+/// subscribers (spread over the connections, so over the server's loops too) send `sub:room` and wait
+/// for `subscribed:room`; then `--senders` other connections each send numbered messages,
+/// `pub:room:...` (the server publishes each to the topic) or `each:room:...` (the application sends
+/// it to each subscriber with `send`), with at most `--window` of each sender's messages not yet
+/// delivered to every subscriber. Every subscriber must receive every message, byte for byte and in
+/// each sender's order; every other connection (the senders included) must receive nothing, and any
+/// data byte that reaches one fails the run. Reports deliveries/s, the latency of each delivery (send
+/// to receipt) and the server's CPU per delivery.
+fn topic(flags: &Flags) -> Result<(), String> {
+    let c = common(flags);
+    let n = c.conns;
+    if n < 2 {
+        wsloop_peers::usage_exit(USAGE, "topic needs at least 2 connections");
+    }
+    let subs = flags.get("subscribers", 10usize).clamp(1, n - 1);
+    let senders = flags.get("senders", 1usize).clamp(1, (n - subs).min(999));
+    let window = flags.get("window", 16usize).clamp(1, 1 << 16);
+    let via = match flags.opt("mode").unwrap_or("pub") {
+        via @ ("pub" | "each") => via,
+        other => wsloop_peers::usage_exit(USAGE, &format!("--mode is pub or each, not {other:?}")),
+    };
+    // "pub:room:SSS:NNNNNNNNNN:" (sender, sequence number), padded with 'x' to the size.
+    let prefix = format!("{via}:{TOPIC}:");
+    let size = flags.get("size", 32usize).max(prefix.len() + 15);
+    let write_text = |out: &mut Vec<u8>, sender: usize, seq: usize| {
+        out.clear();
+        out.extend_from_slice(format!("{prefix}{sender:03}:{seq:010}:").as_bytes());
+        out.resize(size, b'x');
+    };
+
+    let mut roles = vec![Role::Quiet; n];
+    for k in 0..subs {
+        roles[k * n / subs] = Role::Subscriber(k);
+    }
+    let mut sender_conns = Vec::with_capacity(senders);
+    for i in (0..n).rev() {
+        if sender_conns.len() == senders {
+            break;
+        }
+        if roles[i] == Role::Quiet {
+            roles[i] = Role::Sender(sender_conns.len());
+            sender_conns.push(i);
+        }
+    }
+    let is_quiet = |tag: usize| !matches!(roles[tag], Role::Subscriber(_));
+    let (mut stray_msgs, mut stray_bytes) = (0u64, 0usize);
+
+    let mut pool = Pool::open(c.addr, n)?;
+    let mut frame = Vec::with_capacity(size + 14);
+    encode_masked(
+        &mut frame,
+        true,
+        OP_TEXT,
+        format!("sub:{TOPIC}").as_bytes(),
+        [5, 6, 7, 8],
+    );
+    for (i, role) in roles.iter().enumerate() {
+        if let Role::Subscriber(_) = role {
+            pool.clients[i].send(&frame).map_err(str_err)?;
+        }
+    }
+    let ack = format!("subscribed:{TOPIC}");
+    let mut acked = vec![false; subs];
+    let mut waiting = subs;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while waiting > 0 {
+        if Instant::now() > deadline {
+            return Err(format!("{waiting} of {subs} subscriptions never answered"));
+        }
+        pool.turn(deadline, &mut |client, op, got| {
+            match roles[client.tag] {
+                Role::Subscriber(k) if !acked[k] && op == OP_TEXT && got == ack.as_bytes() => {
+                    acked[k] = true;
+                    waiting -= 1;
+                }
+                Role::Subscriber(_) => {
+                    return Err(io::Error::other(format!(
+                        "while subscribing: {:?}",
+                        String::from_utf8_lossy(got)
+                    )))
+                }
+                _ => (stray_msgs, stray_bytes) = (stray_msgs + 1, stray_bytes + got.len()),
+            }
+            Ok(())
+        })?;
+    }
+
+    let start = Instant::now();
+    let measure_from = start + c.warmup;
+    let mut cpu: Option<CpuWindow> = None;
+    // Per sender: each message's send time and how many subscribers have yet to receive it.
+    let mut sent: Vec<Vec<(Instant, usize)>> = vec![Vec::new(); senders];
+    let mut outstanding = vec![0usize; senders];
+    // Per subscriber and sender: the sequence number due next.
+    let mut due = vec![vec![0usize; senders]; subs];
+    let (mut first_measured, mut stop_at) = (None::<Vec<usize>>, None::<Vec<usize>>);
+    let mut histogram = vec![0u64; LATENCY_BUCKETS];
+    let mut deliveries = 0u64;
+    let (mut text, mut expected) = (Vec::with_capacity(size), Vec::with_capacity(size));
+    loop {
+        let now = Instant::now();
+        let counts = |sent: &[Vec<(Instant, usize)>]| sent.iter().map(Vec::len).collect();
+        if cpu.is_none() && now >= measure_from {
+            cpu = Some(CpuWindow::start(c.server_pid));
+            first_measured = Some(counts(&sent));
+        } else if cpu.is_some() && stop_at.is_none() && now >= measure_from + c.secs {
+            stop_at = Some(counts(&sent));
+        }
+        if stop_at.is_some() && outstanding.iter().all(|&o| o == 0) {
+            break;
+        }
+        if stop_at.is_none() {
+            for (j, &conn) in sender_conns.iter().enumerate() {
+                while outstanding[j] < window {
+                    write_text(&mut text, j, sent[j].len());
+                    frame.clear();
+                    encode_masked(&mut frame, true, OP_TEXT, &text, [1, 2, 3, 4]);
+                    pool.clients[conn].send(&frame).map_err(str_err)?;
+                    sent[j].push((Instant::now(), subs));
+                    outstanding[j] += 1;
+                }
+            }
+        }
+        let turn_deadline = Instant::now() + STEP_TIMEOUT;
+        pool.turn(turn_deadline, &mut |client, op, got| {
+            let Role::Subscriber(k) = roles[client.tag] else {
+                (stray_msgs, stray_bytes) = (stray_msgs + 1, stray_bytes + got.len());
+                return Ok(());
+            };
+            let numbers = got
+                .strip_prefix(prefix.as_bytes())
+                .and_then(|rest| std::str::from_utf8(rest.get(..14)?).ok())
+                .and_then(|ns| Some((ns[..3].parse::<usize>().ok()?, ns[4..].parse().ok()?)));
+            let Some((j, seq)) = numbers.filter(|&(j, _)| op == OP_TEXT && j < senders) else {
+                return Err(io::Error::other(format!(
+                    "not a numbered message: {:?}",
+                    String::from_utf8_lossy(got)
+                )));
+            };
+            if seq != due[k][j] {
+                return Err(io::Error::other(format!(
+                    "message {seq} of sender {j} arrived where {} was due",
+                    due[k][j]
+                )));
+            }
+            write_text(&mut expected, j, seq);
+            let Some((at, missing)) = sent[j].get_mut(seq).filter(|_| got == expected) else {
+                return Err(io::Error::other(format!(
+                    "delivery differs from message {seq} of sender {j}"
+                )));
+            };
+            due[k][j] += 1;
+            *missing -= 1;
+            if *missing == 0 {
+                outstanding[j] -= 1;
+            }
+            let measured = first_measured.as_ref().is_some_and(|first| seq >= first[j])
+                && stop_at.as_ref().is_none_or(|stop| seq < stop[j]);
+            if measured {
+                let us = at.elapsed().as_micros() as u64;
+                histogram[((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS - 1)] += 1;
+                deliveries += 1;
+            }
+            Ok(())
+        })?;
+        if start.elapsed() > c.warmup + c.secs + STEP_TIMEOUT {
+            let left: usize = outstanding.iter().sum();
+            return Err(format!("{left} messages never reached every subscriber"));
+        }
+    }
+    let (wall, own, server) = cpu.expect("a measured window").end();
+
+    // A quiet moment in which nothing may arrive anywhere (a late extra delivery to a subscriber fails
+    // its order check), then whatever a connection without the topic holds unread counts as received.
+    let until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < until {
+        pool.turn(until, &mut |client, op, got| {
+            if is_quiet(client.tag) {
+                (stray_msgs, stray_bytes) = (stray_msgs + 1, stray_bytes + got.len());
+                return Ok(());
+            }
+            Err(io::Error::other(format!(
+                "a delivery after every message had arrived (opcode {op}, {} B)",
+                got.len()
+            )))
+        })?;
+    }
+    stray_bytes += pool
+        .clients
+        .iter()
+        .filter(|client| is_quiet(client.tag))
+        .map(Client::pending_bytes)
+        .sum::<usize>();
+    pool.close();
+    let others = n - subs;
+    if stray_bytes > 0 {
+        return Err(format!(
+            "{stray_msgs} messages ({stray_bytes} bytes of payload or unread frames) reached the {others} connections that hold no subscription"
+        ));
+    }
+
+    let messages: usize = match (&first_measured, &stop_at) {
+        (Some(first), Some(stop)) => stop.iter().zip(first).map(|(s, f)| s - f).sum(),
+        _ => 0,
+    };
+    let (p50, p99) = (
+        quantile_us(&histogram, deliveries, 0.5),
+        quantile_us(&histogram, deliveries, 0.99),
+    );
+    let rate = deliveries as f64 / wall;
+    println!(
+        "topic {via}: {subs} of {n} connections subscribed, {senders} sender(s) with at most {window} messages in flight each, {size} B text: {messages} messages, {deliveries} deliveries in {wall:.2} s = {rate:.0} deliveries/s; delivery latency p50 {p50} us, p99 {p99} us; {stray_bytes} bytes to the other {others} connections"
+    );
+    let cpu = report_cpu(wall, own, server, deliveries as f64, "delivery");
+    println!(
+        "RESULT mode=topic via={via} conns={n} subscribers={subs} senders={senders} window={window} size={size} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={p50} p99_us={p99} stray_bytes={stray_bytes} {cpu}"
+    );
+    Ok(())
+}
+
+/// The `q` quantile of `count` latencies in the histogram, in µs (the top of its bucket).
+fn quantile_us(histogram: &[u64], count: u64, q: f64) -> u64 {
+    let target = ((count as f64 * q).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (bucket, n) in histogram.iter().enumerate() {
+        seen += n;
+        if seen >= target {
+            return (bucket as u64 + 1) * LATENCY_BUCKET_US;
+        }
+    }
+    histogram.len() as u64 * LATENCY_BUCKET_US
 }
 
 /// Prints CPU use and returns its `key=value` part of the RESULT line.
