@@ -311,7 +311,6 @@ fn a_zero_delay_timer_that_sets_itself_again_does_not_starve_the_loop() {
 /// after the turn that set it has written what its callbacks queued: the message queued just before the timer was
 /// set is no longer in the connection's buffer when the timer runs.
 #[test]
-#[ignore = "bug: a zero-delay timer set from send/add fires in the same turn, before that turn's writes"]
 fn a_zero_delay_timer_set_from_send_runs_on_a_later_turn() {
     let (_server, mut ws, reports) = clock();
     common::say(&mut ws, "queue-then-after:9");

@@ -694,12 +694,7 @@ fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
 }
 
 /// One heartbeat: renew the lease, count the other nodes' users, reap the dead.
-fn beat(
-    shared: &Shared,
-    bus: &Bus,
-    conn: &mut Connection,
-    judge: bool,
-) -> redis::RedisResult<()> {
+fn beat(shared: &Shared, bus: &Bus, conn: &mut Connection, judge: bool) -> redis::RedisResult<()> {
     let me = format!("{:x}", shared.node);
     redis::pipe()
         .cmd("SET")

@@ -36,8 +36,10 @@ pub struct Config {
     /// If set, a handshake whose `Origin` is not in this list (compared case-insensitively) gets HTTP 403. A
     /// request without an `Origin` (a non-browser client) is refused too.
     pub allowed_origins: Option<Vec<String>>,
-    /// Commands from other threads ([`Remote`](crate::Remote)) a loop holds at most; one more is refused with
-    /// [`RemoteError::Full`](crate::RemoteError::Full).
+    /// How many commands may wait in a loop's inbox when a [`Remote`](crate::Remote) call adds one; past it the
+    /// call is refused with [`RemoteError::Full`](crate::RemoteError::Full). Everything waiting counts, the
+    /// publishes of other loops too (those are never refused: they are already in the one order), so a loop
+    /// behind on its inbox pushes back on other threads, whatever filled it.
     pub remote_queue: usize,
 }
 

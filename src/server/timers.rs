@@ -123,11 +123,13 @@ impl Server {
     }
 
     pub(super) fn fire_timers<H: Handler>(&mut self, handler: &mut H) {
-        // What is due now is taken off the heap first: a timer set while these run (a timer that sets another, a
+        // What is due is taken off the heap first: a timer set while these run (a timer that sets another, a
         // repeating one) is due in a later turn at the soonest, so no callback can keep this loop here.
         let mut due = mem::take(&mut self.timers.due);
         while let Some(&Reverse(entry)) = self.timers.heap.peek() {
-            if entry.0 > self.now {
+            // Due strictly before this turn's clock: one set during this turn for "now" (a zero delay) waits for
+            // the next turn, after this one's writes.
+            if entry.0 >= self.now {
                 break;
             }
             self.timers.heap.pop();
