@@ -173,9 +173,9 @@ fn main() {
             );
             std::process::exit(1)
         });
-    let loops = match args.redis {
+    let loops = match &args.redis {
         None => loops,
-        Some(url) => join_nodes(loops, url),
+        Some(_) => join_nodes(loops, &args),
     };
     let remote = loops.remote();
     ctrlc::set_handler(move || remote.stop()).expect("no other signal handler is installed");
@@ -193,17 +193,18 @@ fn main() {
 
 /// `--redis URL`: this node and every other that uses that Redis are one chat.
 #[cfg(feature = "redis")]
-fn join_nodes(loops: Loops, url: String) -> Loops {
-    loops
-        .redis(wsloop::RedisConfig::new(url))
-        .unwrap_or_else(|e| {
-            eprintln!("chatroom: {e}");
-            std::process::exit(1)
-        })
+fn join_nodes(loops: Loops, args: &args::Args) -> Loops {
+    let mut redis = wsloop::RedisConfig::new(args.redis.clone().unwrap_or_default());
+    redis.maxlen = args.redis_maxlen.unwrap_or(redis.maxlen);
+    redis.pending = args.redis_pending.unwrap_or(redis.pending);
+    loops.redis(redis).unwrap_or_else(|e| {
+        eprintln!("chatroom: {e}");
+        std::process::exit(1)
+    })
 }
 
 #[cfg(not(feature = "redis"))]
-fn join_nodes(_: Loops, _: String) -> Loops {
+fn join_nodes(_: Loops, _: &args::Args) -> Loops {
     eprintln!("chatroom: --redis needs the redis feature: cargo run --example chatroom --features redis -- ...");
     std::process::exit(1)
 }

@@ -13,6 +13,10 @@ pub struct Args {
     pub threads: usize,
     /// The Redis that joins this node to others (`--redis redis://HOST:PORT`), if any.
     pub redis: Option<String>,
+    /// `--redis-maxlen N`: entries each stream keeps, about (`RedisConfig::maxlen`).
+    pub redis_maxlen: Option<usize>,
+    /// `--redis-pending N`: publishes kept while Redis is away (`RedisConfig::pending`).
+    pub redis_pending: Option<usize>,
 }
 
 impl Args {
@@ -25,6 +29,8 @@ impl Args {
             max_message,
             threads: 1,
             redis: None,
+            redis_maxlen: None,
+            redis_pending: None,
         }
     }
 }
@@ -36,7 +42,7 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
         "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--threads N]{}\n\
          defaults: --host {} --port {} --max-users {} --threads {}{}",
         if is_chatroom {
-            " [--max-message BYTES] [--redis redis://HOST:PORT]"
+            " [--max-message BYTES] [--redis redis://HOST:PORT [--redis-maxlen N] [--redis-pending N]]"
         } else {
             ""
         },
@@ -62,7 +68,14 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             exit(0);
         }
         let known = ["--host", "--port", "--max-users", "--threads"].contains(&flag.as_str())
-            || (is_chatroom && ["--max-message", "--redis"].contains(&flag.as_str()));
+            || (is_chatroom
+                && [
+                    "--max-message",
+                    "--redis",
+                    "--redis-maxlen",
+                    "--redis-pending",
+                ]
+                .contains(&flag.as_str()));
         if !known {
             fail(format!("unknown flag {flag}"));
         }
@@ -78,6 +91,12 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
                 _ => fail(format!("--threads takes 1 to 256, not {value:?}")),
             },
             "--redis" => args.redis = Some(value.clone()),
+            "--redis-maxlen" => {
+                args.redis_maxlen = Some(number(&flag, &value).unwrap_or_else(|why| fail(why)))
+            }
+            "--redis-pending" => {
+                args.redis_pending = Some(number(&flag, &value).unwrap_or_else(|why| fail(why)))
+            }
             _ => args.max_message = number(&flag, &value).unwrap_or_else(|why| fail(why)),
         }
     }

@@ -198,6 +198,7 @@ impl RedisRelay {
             client: client.clone(),
             streams: HashMap::from([(key, start)]),
             delivered: HashMap::new(),
+            run_id: run_id(&mut conn).ok(),
         };
         let threads = [
             ("wsloop-redis-writer", {
@@ -498,6 +499,8 @@ struct Reader {
     streams: HashMap<String, String>,
     /// (stream key, node) to the sequence number of the last entry of that node delivered from that stream.
     delivered: HashMap<(String, u64), u64>,
+    /// The `run_id` of the Redis process last read from: a new one means Redis restarted.
+    run_id: Option<String>,
 }
 
 /// Entries asked for per stream and call: a batch this full means the node is behind.
@@ -514,7 +517,11 @@ impl Reader {
                     Ok(mut c) => {
                         if since_down.take().is_some() {
                             info!("Redis reader: Redis is back; reading on after the last entries delivered");
-                            self.check_streams(&mut c);
+                        }
+                        if let Err(e) = self.check_restart(&mut c) {
+                            debug!("Redis reader: {e}");
+                            backoff.wait(&self.shared);
+                            continue;
                         }
                         conn = Some(c);
                         backoff = Backoff::new();
@@ -558,20 +565,28 @@ impl Reader {
         Ok(())
     }
 
-    /// After an outage: a stream that had entries and is gone means Redis lost its data (restarted empty). Read it
-    /// again from its start: what is written from now on is new, and what was delivered already is dropped by the
-    /// sequence numbers.
-    fn check_streams(&mut self, conn: &mut Connection) {
+    /// On every (re)connection: if Redis restarted (a new `run_id`), each stream it no longer has, or whose newest
+    /// entry is older than the last one delivered here, lost its entries (Redis restarted without its data). Such a
+    /// stream is read again from its start: what is written from now on is new, and anything delivered already
+    /// is dropped by the sequence numbers.
+    fn check_restart(&mut self, conn: &mut Connection) -> redis::RedisResult<()> {
+        let now = run_id(conn)?;
+        let before = self.run_id.replace(now.clone());
+        if before.is_none_or(|before| before == now) {
+            return Ok(());
+        }
+        warn!("Redis reader: Redis restarted (run_id {now}); checking the streams");
         for (key, last) in &mut self.streams {
-            let exists: bool = redis::cmd("EXISTS")
-                .arg(key.as_str())
-                .query(conn)
-                .unwrap_or(true);
-            if !exists && last != "0-0" {
-                warn!("Redis reader: stream {key} is gone (Redis restarted without its data?); reading it from its start");
+            if last == "0-0" {
+                continue;
+            }
+            let (newest, _) = read_tail(conn, key, 0)?;
+            if newest == "0-0" || id_after(last, &newest) {
+                warn!("Redis reader: stream {key} lost its entries (last delivered {last}, Redis has {newest}); reading it from its start");
                 *last = "0-0".to_string();
             }
         }
+        Ok(())
     }
 
     fn read(&mut self, conn: &mut Connection) -> redis::RedisResult<()> {
@@ -638,6 +653,17 @@ impl Reader {
         *last = p.seq;
         self.bus.deliver(p.topic, p.opcode, p.payload);
     }
+}
+
+/// The id of the Redis process: `INFO server` says `run_id:...`, new at every start.
+fn run_id(conn: &mut Connection) -> redis::RedisResult<String> {
+    let info: String = redis::cmd("INFO").arg("server").query(conn)?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string())
 }
 
 /// True if stream id `a` comes after `b` (`MS-SEQ`).
