@@ -128,6 +128,9 @@ impl Loops {
                     result = outcome;
                 }
             }
+            if let Some(relay) = self.bus.relay() {
+                relay.finish();
+            }
             result
         })
     }

@@ -84,6 +84,9 @@ impl Remote {
     }
 
     fn publish_to(&self, topic: Option<&str>, msg: Outgoing<'_>) -> Result<(), RemoteError> {
+        if self.bus.is_stopped() {
+            return Err(RemoteError::Stopped);
+        }
         if let Some(answer) = self.bus.relay_publish(topic, &msg) {
             return answer;
         }

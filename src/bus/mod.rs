@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::mem;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use log::warn;
@@ -47,8 +47,9 @@ pub(crate) trait Relay: Send + Sync {
     fn release(&self, topic: &str);
     /// A user's presence value, kept for other nodes to announce its departure if this node dies (`None`: it left).
     fn presence(&self, serial: u64, value: Option<&str>);
-    /// The server stops.
-    fn stop(&self);
+    /// Every loop has stopped: write what is kept (the departures of this node's users among it), end the helper
+    /// threads, leave the other nodes. Bounded in time.
+    fn finish(&self);
 }
 
 /// One loop's inbox.
@@ -78,6 +79,8 @@ pub(crate) struct Bus {
     /// Handshaked connections of the other nodes, as the relay last counted them.
     remote_users: AtomicUsize,
     relay: OnceLock<Box<dyn Relay>>,
+    /// Set by a stop: from then on every `Remote` call is refused.
+    is_stopped: AtomicBool,
 }
 
 /// Who pushes: a thread through a `Remote` (bounded: it is told `Full`), or a loop (never refused: a loop cannot
@@ -120,6 +123,7 @@ impl Bus {
             serial: AtomicU64::new(0),
             remote_users: AtomicUsize::new(0),
             relay: OnceLock::new(),
+            is_stopped: AtomicBool::new(false),
         }
     }
 
@@ -130,6 +134,11 @@ impl Bus {
         if self.relay.set(relay).is_err() {
             warn!("a relay was set twice; the first stays");
         }
+    }
+
+    /// True once the server stops.
+    pub fn is_stopped(&self) -> bool {
+        self.is_stopped.load(Ordering::Acquire)
     }
 
     pub fn relay(&self) -> Option<&dyn Relay> {
@@ -292,9 +301,8 @@ impl Bus {
 
     /// Stops every loop: each drains what was pushed before, then shuts down. Further pushes from threads fail.
     pub fn stop(&self) {
-        if let Some(relay) = self.relay.get() {
-            relay.stop();
-        }
+        // The relay goes on until every loop has stopped: the departures of the last users still go through it.
+        self.is_stopped.store(true, Ordering::Release);
         for inbox in &self.inboxes {
             let mut state = lock(inbox);
             if !state.is_stopped {

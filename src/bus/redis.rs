@@ -119,7 +119,12 @@ struct Shared {
 /// The Redis side of the bus.
 pub(crate) struct RedisRelay {
     shared: Arc<Shared>,
+    client: redis::Client,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
 }
+
+/// How long a stopping node waits for its writer to write what it keeps, and its other threads to end.
+const FINISH_WAIT: Duration = Duration::from_secs(3);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -173,6 +178,7 @@ impl RedisRelay {
             .query::<String>(&mut conn)
             .map_err(|e| format!("Redis at {} does not answer PING: {e}", config.url))?;
         let node = random_node();
+        let redis_client = client.clone();
         let shared = Arc::new(Shared {
             config,
             node,
@@ -213,13 +219,19 @@ impl RedisRelay {
                 Box::new(move || heartbeat_loop(&shared, &bus, &client))
             }),
         ];
+        let mut handles = Vec::new();
         for (name, run) in threads {
-            thread::Builder::new()
+            let handle = thread::Builder::new()
                 .name(name.to_string())
                 .spawn(run)
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
+            handles.push(handle);
         }
-        Ok(RedisRelay { shared })
+        Ok(RedisRelay {
+            shared,
+            client: redis_client,
+            threads: Mutex::new(handles),
+        })
     }
 
     /// This node's id in Redis.
@@ -284,9 +296,38 @@ impl Relay for RedisRelay {
         });
     }
 
-    fn stop(&self) {
+    fn finish(&self) {
         self.shared.is_stopped.store(true, Ordering::Release);
         self.shared.wake_writer.notify_all();
+        let deadline = Instant::now() + FINISH_WAIT;
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let unwritten = lock(&self.shared.queue).publishes;
+        if unwritten > 0 {
+            warn!("stopping with {unwritten} publishes Redis did not take");
+            return; // this node's users stay in Redis, and another node announces their departure
+        }
+        // Everything was written, the users' departures included: nobody needs to reap this node.
+        let cleaned = connect(&self.client, Duration::from_secs(2)).and_then(|mut c| {
+            redis::pipe()
+                .cmd("DEL")
+                .arg(lease_key(self.shared.node))
+                .arg(presence_key(self.shared.node))
+                .ignore()
+                .cmd("SREM")
+                .arg(NODES)
+                .arg(format!("{:x}", self.shared.node))
+                .ignore()
+                .query::<()>(&mut c)
+        });
+        match cleaned {
+            Ok(()) => info!("node {:016x} left Redis", self.shared.node),
+            Err(e) => warn!(
+                "could not leave Redis cleanly ({e}); another node will announce this node's users"
+            ),
+        }
     }
 }
 
@@ -703,19 +744,6 @@ fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
         while Instant::now() < until && !shared.is_stopped.load(Ordering::Acquire) {
             thread::sleep(Duration::from_millis(20));
         }
-    }
-    // A clean stop: this node's users are gone with it; nobody needs to reap them.
-    if let Some(c) = conn.as_mut() {
-        let _: redis::RedisResult<()> = redis::pipe()
-            .cmd("DEL")
-            .arg(lease_key(shared.node))
-            .arg(presence_key(shared.node))
-            .ignore()
-            .cmd("SREM")
-            .arg(NODES)
-            .arg(format!("{:x}", shared.node))
-            .ignore()
-            .query(c);
     }
 }
 
