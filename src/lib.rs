@@ -19,12 +19,14 @@
 //! Each sits beside the loop, so that [`Server::run`] still reads as the PHP loop:
 //!
 //! - **Topics** (`topics.rs`): [`Handle::subscribe`], [`Handle::publish`]; a publish walks only the topic's subscribers.
-//! - **Other threads** (`remote.rs`, `bus.rs`, `server/inbox.rs`): a [`Remote`] pushes into the loop's bounded
+//! - **Other threads** (`remote.rs`, `bus/mod.rs`, `server/inbox.rs`): a [`Remote`] pushes into the loop's bounded
 //!   inbox and wakes it through its [`WAKER`]; the loop carries the command out on its own thread.
 //! - **Timers** (`server/timers.rs`): [`Handle::after`], [`Handle::every`], [`Handler::timer`], in the deadline heap
 //!   the connections' timeouts use.
 //! - **Several loops** (`loops.rs`): [`Loops`] runs the PHP loop N times over, one per thread, on one port; every
-//!   subscriber on every loop sees publishes in one and the same order (see `bus.rs`).
+//!   subscriber on every loop sees publishes in one and the same order (see `bus/mod.rs`).
+//! - **Several machines** (`bus/redis.rs`, cargo feature `redis`): `Loops::redis` joins nodes through Redis
+//!   Streams, one order per topic on every node.
 //!
 //! # Layout
 //!
@@ -32,7 +34,7 @@
 //!   `server/config.rs`). `connection.rs`: one client's socket and buffers. Only these touch sockets.
 //! - `handshake.rs`, `frame.rs`, `message.rs`, `utf8.rs`: pure code, tested and benchmarked without a network.
 //! - `handler.rs`: the user's callbacks and their handle. `error.rs`: each error and what the peer sees.
-//! - `topics.rs` (pure), `bus.rs`, `remote.rs`, `loops.rs`: topics, other threads, several loops.
+//! - `topics.rs` (pure), `bus/mod.rs`, `remote.rs`, `loops.rs`: topics, other threads, several loops.
 //!
 //! # The life of a message
 //!

@@ -2,7 +2,7 @@
 //!
 //! Each loop is a whole [`Server`]: its own `mio::Poll`, its own listener on the same port (`SO_REUSEPORT`, so the
 //! kernel spreads new connections over them), its own slab and its own handler, on its own thread. Nothing is
-//! shared on the per-message path of a connection; what loops share goes through the bus (`bus.rs`): publishes and
+//! shared on the per-message path of a connection; what loops share goes through the bus (`bus/mod.rs`): publishes and
 //! broadcasts, which every loop delivers in one and the same order, sends and closes for another loop's
 //! connection, the user count (`max_users` is a limit for the whole server) and connection ids, unique across loops.
 

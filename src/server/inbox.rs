@@ -2,7 +2,7 @@
 //! this loop's own publishes on their way round the bus.
 //!
 //! The PHP tutorial had nothing of this: only the loop itself could write to a socket. Here a command from outside
-//! waits in the loop's inbox (`bus.rs`) and the loop carries it out on its own thread when its waker fires, exactly
+//! waits in the loop's inbox (`bus/mod.rs`) and the loop carries it out on its own thread when its waker fires, exactly
 //! as it carries out what a callback asked for. So sockets are still touched by one thread only.
 
 use std::mem;
