@@ -6,16 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{client, connect_raw, read_response, request, TIMEOUT};
+use common::process::{binary, Example};
+use common::{client, connect_raw, read_response, request};
 use serde_json::{json, Value};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message as WsMessage;
@@ -25,153 +23,19 @@ type Client = tungstenite::WebSocket<std::net::TcpStream>;
 /// The page the example serves on `GET /`.
 const PAGE: &str = include_str!("../examples/chatroom.html");
 
-/// The example's binary, next to this test's binary.
-///
-/// A plain `cargo test` builds the examples first, but `cargo test --test chatroom` does not; so the first call
-/// asks cargo to build it (a no-op when it is up to date), into the same target directory and profile.
-fn binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("the test binary has a path");
-            let profile_dir = exe
-                .parent()
-                .and_then(|deps| deps.parent())
-                .expect("the test binary lives in target/<profile>/deps");
-            let target_dir = profile_dir.parent().expect("target/<profile> has a parent");
-            let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") => "dev",
-                Some(other) => other,
-                None => panic!("no profile directory in {}", exe.display()),
-            };
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "--example",
-                    "chatroom",
-                    "--profile",
-                    profile,
-                    "--target-dir",
-                ])
-                .arg(target_dir)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stdin(Stdio::null())
-                .status()
-                .expect("run cargo build --example chatroom");
-            assert!(
-                status.success(),
-                "cargo build --example chatroom failed: {status}"
-            );
-            let path = profile_dir
-                .join("examples")
-                .join(format!("chatroom{}", std::env::consts::EXE_SUFFIX));
-            assert!(path.exists(), "{} is missing", path.display());
-            path
-        })
-        .clone()
-}
-
-/// A running chatroom process; killed on drop. Everything it prints is kept for the failure message.
-struct Chatroom {
-    child: Child,
-    addr: SocketAddr,
-    output: Arc<Mutex<Vec<String>>>,
-}
+/// The chatroom example, run as a process (see `common::process`).
+struct Chatroom;
 
 impl Chatroom {
     /// Starts the example on port 0 with extra `flags` and waits for its `chatroom on http://ADDR/` line.
-    fn start(flags: &[&str]) -> Chatroom {
-        let mut child = Command::new(binary())
-            .args(["--port", "0"])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the chatroom example");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        // Both pipes are drained for the whole run, so a chatty process never blocks on a full pipe.
-        let (first_line, lines) = mpsc::channel();
-        drain(
-            child.stdout.take().unwrap(),
-            output.clone(),
-            Some(first_line),
-        );
-        drain(child.stderr.take().unwrap(), output.clone(), None);
-        let mut room = Chatroom {
-            child,
-            addr: "127.0.0.1:0".parse().unwrap(),
-            output,
-        };
-        let line = lines
-            .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("no first line from the chatroom: {:?}", room.output()));
-        let addr = line
-            .strip_prefix("chatroom on http://")
-            .and_then(|rest| rest.strip_suffix("/ (Ctrl-C to stop)"))
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        room.addr = addr.parse().expect("an address in the first line");
-        room
+    fn start(flags: &[&str]) -> Example {
+        Example::start(
+            "chatroom",
+            flags,
+            "chatroom on http://",
+            "/ (Ctrl-C to stop)",
+        )
     }
-
-    fn output(&self) -> Vec<String> {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Sends `signal` (`TERM` as a service manager would, `INT` as Ctrl-C does).
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill failed: {status}");
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the chatroom did not exit: {:?}",
-                self.output()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Chatroom {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("chatroom output:\n{}", self.output().join("\n"));
-        }
-    }
-}
-
-/// Reads `pipe` line by line into `output` on a thread; the first line also goes to `first`.
-fn drain(
-    pipe: impl Read + Send + 'static,
-    output: Arc<Mutex<Vec<String>>>,
-    first: Option<mpsc::Sender<String>>,
-) {
-    thread::spawn(move || {
-        let mut first = first;
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Some(tx) = first.take() {
-                let _ = tx.send(line.clone());
-            }
-            output.lock().unwrap().push(line);
-        }
-    });
 }
 
 /// The next JSON event for `ws`, skipping pings and pongs and the periodic user count (its own test reads it).
@@ -428,7 +292,7 @@ fn binary_message_closes_with_1003_and_the_others_chat_on() {
 }
 
 /// Exactly `max` bytes pass; one more closes the sender with 1009; the others chat on.
-fn check_max_message(room: &Chatroom, max: usize) {
+fn check_max_message(room: &Example, max: usize) {
     let ([mut a, mut b, mut c], [ia, _, ic]) = three(room.addr);
     let (name_a, name_c) = (format!("user-{ia}"), format!("user-{ic}"));
     // Multi-byte characters count in bytes: "é" is two.
@@ -531,7 +395,7 @@ fn bad_flag_exits_non_zero_with_usage() {
         &["--port", "not-a-number"],
         &["--max-users"],
     ] {
-        let out = Command::new(binary())
+        let out = Command::new(binary("chatroom"))
             .args(args)
             .stdin(Stdio::null())
             .output()

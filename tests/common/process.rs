@@ -4,10 +4,11 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use super::TIMEOUT;
 
@@ -28,15 +29,21 @@ pub fn binary(example: &str) -> PathBuf {
         None => panic!("no profile directory in {}", exe.display()),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            example,
-            "--profile",
-            profile,
-        ])
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "--example",
+        example,
+        "--profile",
+        profile,
+    ]);
+    // The example is built with the features this test was built with (`cargo test --features redis`), so that one
+    // build does not undo another's.
+    if cfg!(feature = "redis") {
+        build.args(["--features", "redis"]);
+    }
+    let status = build
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -106,6 +113,31 @@ impl Example {
     /// Everything printed so far, stdout and stderr.
     pub fn output(&self) -> Vec<String> {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (`TERM` as a service manager would, `INT` as Ctrl-C does, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill failed: {status}");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the example did not exit: {:?}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
