@@ -42,9 +42,10 @@ PEERS=$ROOT/peers
 LOADGEN=$PEERS/target/release/loadgen
 CHATROOM=$ROOT/target/release/examples/chatroom
 
+# summarize FILE [WHAT]: the table from the RESULT and MEMORY lines in FILE (WHAT names them; default FILE).
 summarize() {
     echo
-    echo "== medians of the runs in $1 (deliveries/s over the measured window; latency of each delivery, send to"
+    echo "== medians of the runs ${2:-in $1} (deliveries/s over the measured window; latency of each delivery, send to"
     echo "   receipt; CPU in % of one core and per unit; the nodes' CPU is their sum)"
     grep '^RESULT ' "$1" | awk '
 function median(list,   n, a, i, j, t) {
@@ -127,6 +128,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== nodes.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, nothing pinned; $(redis-server --version | cut -d' ' -f1-3)"
+echo "== load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 minutes; other work on the machine shows here)"
 echo "== building (release): the chatroom with --features redis, the load generator"
 (cd "$ROOT" && nice cargo build --release --quiet --example chatroom --features redis)
 (cd "$PEERS" && nice cargo build --release --quiet --no-default-features --bin loadgen)
@@ -254,4 +256,5 @@ echo "  [memory] XLEN $xlen, MEMORY USAGE $stream_bytes B, used_memory $used_bef
 echo "MEMORY sent=120000 maxlen=100000 xlen=$xlen stream_bytes=$stream_bytes used_before=$used_before used_after=$used_after rss_after=$rss_after event_bytes=${event_bytes:-0}" |
     tee -a "$WORK/results"
 
-summarize "$WORK/results"
+echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 minutes; other work on the machine shows here)"
+summarize "$WORK/results" above
