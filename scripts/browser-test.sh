@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # End-to-end test of the chat page (examples/chatroom.html) in a real headless Chromium.
 #
-#   scripts/browser-test.sh
+#   scripts/browser-test.sh           # both scenarios: one chatroom, then two nodes joined through Redis
+#   scripts/browser-test.sh --nodes   # the two nodes only
 #
 # 1. installs what it needs if it is missing: Debian's chromium and fonts (emoji, CJK), Node.js,
-#    and playwright-core from npm into tests/browser/node_modules (no browser download);
+#    redis-server, and playwright-core from npm into tests/browser/node_modules (no browser download);
 # 2. builds the chatroom example;
 # 3. picks a free loopback port and runs tests/browser/chat.test.mjs, which starts, stops and
-#    restarts the chatroom itself and drives two pages in Chromium.
-# Screenshots and the server log go to artifacts/browser/ (git-ignored). Exits non-zero on any failure.
+#    restarts the chatroom itself and drives two pages in Chromium;
+# 4. builds the chatroom with --features redis, picks three free loopback ports and runs
+#    tests/browser/nodes.test.mjs, which starts a redis-server and two nodes on it, and drives page A
+#    on node 1, page B on node 2 and, later, page C on node 2 (the history).
+# Screenshots and the servers' logs go to artifacts/browser/ (git-ignored). Exits non-zero on any failure.
 #
-# CHAT_SERVER="cmd args" tests another server instead ("--port N" is appended); the build is skipped.
+# CHAT_SERVER="cmd args" tests another server instead in step 3 ("--port N" is appended); the build is
+# skipped. NODES_SERVER does the same in step 4 ("--port N --redis URL" is appended).
 set -euo pipefail
+
+ONLY_NODES=0
+case "${1:-}" in
+  "") ;;
+  --nodes) ONLY_NODES=1 ;;
+  *) echo "usage: scripts/browser-test.sh [--nodes]" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -32,6 +44,7 @@ for pkg in fonts-liberation fonts-noto-color-emoji fonts-wqy-microhei; do
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "browser-test: installing ${need[*]}"
   $SUDO apt-get update -q
@@ -47,29 +60,64 @@ fi
 )
 
 # --- 2. the chatroom -------------------------------------------------------------------------
-if [ -z "${CHAT_SERVER:-}" ]; then
-  nice cargo build --example chatroom
-  CHAT_SERVER="target/debug/examples/chatroom"
-fi
-
-# --- 3. the test -----------------------------------------------------------------------------
-CHAT_PORT=$(node -e '
-  const s = require("net").createServer();
-  s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
+free_port() {
+  node -e '
+    const s = require("net").createServer();
+    s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+}
 
 mkdir -p "$ARTIFACTS"
-rm -f "$ARTIFACTS"/*.png "$ARTIFACTS/server.pid"
+rm -f "$ARTIFACTS"/*.png "$ARTIFACTS/server.pid" "$ARTIFACTS/nodes.pids"
+CHAT_PORT="" NODE_PORTS=""
 
-# The test stops its own server; this is the safety net if the test itself is killed.
+# The tests stop their own servers; this is the safety net if a test itself is killed. Only processes
+# whose command line names one of this run's ports are stopped.
 cleanup() {
-  local pid
-  pid=$(cat "$ARTIFACTS/server.pid" 2>/dev/null || true)
-  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "--port $CHAT_PORT"; then
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  local pid port
+  for pid in $(cat "$ARTIFACTS/server.pid" "$ARTIFACTS/nodes.pids" 2>/dev/null || true); do
+    [ -r "/proc/$pid/cmdline" ] || continue
+    for port in $CHAT_PORT ${NODE_PORTS//,/ } ${REDIS_PORT:-}; do
+      # redis-server shows itself as "redis-server 127.0.0.1:PORT" once started.
+      if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qE -- "(--port |127\.0\.0\.1:)$port( |\$)"; then
+        kill -9 "$pid" 2>/dev/null || true
+        break
+      fi
+    done
+  done
 }
 trap cleanup EXIT
 
-echo "browser-test: server '$CHAT_SERVER' on 127.0.0.1:$CHAT_PORT, artifacts in $ARTIFACTS"
-CHAT_PORT=$CHAT_PORT CHAT_SERVER=$CHAT_SERVER ARTIFACTS=$ARTIFACTS \
-  timeout -k 10 300 node tests/browser/chat.test.mjs
+if [ "$ONLY_NODES" = 0 ]; then
+  if [ -z "${CHAT_SERVER:-}" ]; then
+    nice cargo build --example chatroom
+    CHAT_SERVER="target/debug/examples/chatroom"
+  fi
+
+  # --- 3. the test ---------------------------------------------------------------------------
+  CHAT_PORT=$(free_port)
+  echo "browser-test: server '$CHAT_SERVER' on 127.0.0.1:$CHAT_PORT, artifacts in $ARTIFACTS"
+  CHAT_PORT=$CHAT_PORT CHAT_SERVER=$CHAT_SERVER ARTIFACTS=$ARTIFACTS \
+    timeout -k 10 300 node tests/browser/chat.test.mjs
+fi
+
+# --- 4. two nodes joined through Redis -----------------------------------------------------------
+# Built last, into the same target/debug/examples/chatroom: the chatroom of step 3 has run by then.
+if [ -z "${NODES_SERVER:-}" ]; then
+  nice cargo build --example chatroom --features redis
+  NODES_SERVER="target/debug/examples/chatroom"
+fi
+# Three different free ports (two picks in a row may, rarely, be the same one).
+ports=()
+for _ in $(seq 20); do
+  port=$(free_port)
+  case " ${ports[*]-} " in *" $port "*) ;; *) ports+=("$port") ;; esac
+  [ "${#ports[@]}" -lt 3 ] || break
+done
+if [ "${#ports[@]}" -lt 3 ]; then
+  echo "browser-test: could not pick three free ports" >&2
+  exit 1
+fi
+NODE_PORTS="${ports[0]},${ports[1]}" REDIS_PORT=${ports[2]}
+echo "browser-test: two nodes '$NODES_SERVER' on 127.0.0.1:${NODE_PORTS/,/ and }, redis-server on $REDIS_PORT"
+CHAT_PORTS=$NODE_PORTS REDIS_PORT=$REDIS_PORT NODES_SERVER=$NODES_SERVER ARTIFACTS=$ARTIFACTS \
+  timeout -k 10 300 node tests/browser/nodes.test.mjs

@@ -5,7 +5,10 @@
 //! loadgen broadcast --port P --conns 100 --size 20 [--secs 5] [--warmup 1] [--max-rounds 100000] [--server-pid PID]
 //! loadgen idle      --port P --conns 10000 --server-pid PID [--size 20]
 //! loadgen chat      --port P --conns 1000 [--size 20] [--secs 5] [--warmup 1] [--server-pid PID]
-//!                   (against `cargo run --example chatroom`: one sender, every user receives)
+//!                   [--ports P1,P2,..] [--server-pids PID1,PID2,..] [--redis-pid PID]
+//!                   [--senders 1|N|all] [--window 4] [--messages M]
+//!                   (against `cargo run --example chatroom`: every user receives every message; with
+//!                   --ports the users are spread over several chatroom nodes joined through Redis)
 //! loadgen topic     --port P --conns 1000 --subscribers 10 --mode pub|each [--senders 1] [--window 16]
 //!                   [--size 32] [--secs 5] [--warmup 1] [--server-pid PID]
 //!                   (against `cargo run --example broadcast`: a topic that a few of many connections hold)
@@ -33,6 +36,8 @@ use wsloop_peers::{
 const USAGE: &str =
     "usage: loadgen echo|broadcast|idle|chat --port P --conns N [--size S] [--secs D] [--warmup W]
          [--opcode text|binary] [--max-rounds R] [--server-pid PID] [--host 127.0.0.1]
+       loadgen chat --ports P1,P2,... --conns N [--senders 1|N|all] [--window M] [--messages K]
+         [--server-pids PID1,PID2,...] [--redis-pid PID] [--size S] [--secs D] [--warmup W]
        loadgen topic --port P --conns N --subscribers K --mode pub|each [--senders J] [--window M]
          [--size S] [--secs D] [--warmup W] [--server-pid PID]
        loadgen probe --port P [--timeout SECS]
@@ -52,6 +57,10 @@ const FLAGS: &[&str] = &[
     "senders",
     "window",
     "mode",
+    "ports",
+    "server-pids",
+    "redis-pid",
+    "messages",
 ];
 /// Connects and handshakes in flight at once while opening connections.
 const MAX_IN_FLIGHT: usize = 256;
@@ -95,16 +104,23 @@ impl Pool {
     /// Opens `n` connections to `addr` and completes every handshake; a message before any was
     /// sent is an error.
     fn open(addr: SocketAddr, n: usize) -> Result<Pool, String> {
-        Pool::open_with(addr, n, &mut |_, _, _| {
+        Pool::open_with(&[addr], n, &mut |_, _, _| {
             Err(io::Error::other("message before any was sent"))
         })
     }
 
-    /// Opens `n` connections, handing what arrives meanwhile (a chat's join notices) to `early`.
-    fn open_with(addr: SocketAddr, n: usize, early: &mut OnMessage<'_>) -> Result<Pool, String> {
+    /// Opens `n` connections, connection `i` to `addrs[i % addrs.len()]`, handing what arrives
+    /// meanwhile (a chat's join notices) to `early`.
+    fn open_with(
+        addrs: &[SocketAddr],
+        n: usize,
+        early: &mut OnMessage<'_>,
+    ) -> Result<Pool, String> {
         // A plain blocking connect first, so that an absent server is one clear error.
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .map_err(|e| format!("cannot connect to {addr}: {e} (is the server running?)"))?;
+        for addr in addrs {
+            TcpStream::connect_timeout(addr, Duration::from_secs(2))
+                .map_err(|e| format!("cannot connect to {addr}: {e} (is the server running?)"))?;
+        }
         let mut pool = Pool {
             poll: Poll::new().map_err(str_err)?,
             events: Events::with_capacity(1024),
@@ -115,8 +131,9 @@ impl Pool {
         while open < n {
             while pool.clients.len() < n && pool.clients.len() - open < MAX_IN_FLIGHT {
                 let token = Token(pool.clients.len());
-                let mut client =
-                    Client::connect(addr).map_err(|e| format!("connect #{}: {e}", token.0))?;
+                let addr = addrs[token.0 % addrs.len()];
+                let mut client = Client::connect(addr)
+                    .map_err(|e| format!("connect #{} to {addr}: {e}", token.0))?;
                 client.tag = token.0;
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 pool.poll
@@ -187,44 +204,95 @@ impl Pool {
     }
 }
 
-/// CPU use over a measured window, ours and (if its pid is known) the server's.
+/// CPU use over a measured window: ours, the server's (if its pid is known; with several server
+/// processes, such as chatroom nodes, each one's and their sum) and, for a chat across nodes, Redis's.
 struct CpuWindow {
     start: Instant,
     own: f64,
-    server_pid: Option<u32>,
-    server: Option<(f64, f64)>,
+    server_pids: Vec<u32>,
+    servers: Vec<Option<(f64, f64)>>,
+    redis_pid: Option<u32>,
+    redis: Option<(f64, f64)>,
 }
 
-/// The server's CPU seconds over a window: in its own code, and in all (its own code plus the kernel).
+/// A process's CPU seconds over a window: in its own code, and in all (its own code plus the kernel).
 #[derive(Clone, Copy)]
 struct ServerCpu {
     user: f64,
     total: f64,
 }
 
+impl ServerCpu {
+    /// From `process_cpu_split` at the start and at the end of the window.
+    fn between(from: Option<(f64, f64)>, to: Option<(f64, f64)>) -> Option<ServerCpu> {
+        let ((u0, s0), (u1, s1)) = (from?, to?);
+        Some(ServerCpu {
+            user: u1 - u0,
+            total: (u1 + s1) - (u0 + s0),
+        })
+    }
+}
+
+/// What a window measured.
+struct Measured {
+    wall: f64,
+    own: f64,
+    /// Each server process's CPU, in the order of their pids.
+    servers: Vec<Option<ServerCpu>>,
+    /// The sum over the server processes (none if one could not be read, or none was given).
+    total: Option<ServerCpu>,
+    redis: Option<ServerCpu>,
+}
+
 impl CpuWindow {
     fn start(server_pid: Option<u32>) -> CpuWindow {
-        let server = server_pid.and_then(process_cpu_split);
+        CpuWindow::start_many(server_pid.as_slice(), None)
+    }
+
+    fn start_many(server_pids: &[u32], redis_pid: Option<u32>) -> CpuWindow {
         CpuWindow {
             start: Instant::now(),
             own: own_cpu_seconds(),
-            server_pid,
-            server,
+            server_pids: server_pids.to_vec(),
+            servers: server_pids.iter().map(|&p| process_cpu_split(p)).collect(),
+            redis_pid,
+            redis: redis_pid.and_then(process_cpu_split),
         }
     }
 
     /// Ends the window: wall seconds, our CPU seconds, the server's CPU seconds.
     fn end(&self) -> (f64, f64, Option<ServerCpu>) {
+        let m = self.end_many();
+        (m.wall, m.own, m.total)
+    }
+
+    fn end_many(&self) -> Measured {
         let wall = self.start.elapsed().as_secs_f64();
         let own = own_cpu_seconds() - self.own;
-        let server = match (self.server, self.server_pid.and_then(process_cpu_split)) {
-            (Some((u0, s0)), Some((u1, s1))) => Some(ServerCpu {
-                user: u1 - u0,
-                total: (u1 + s1) - (u0 + s0),
-            }),
-            _ => None,
-        };
-        (wall, own, server)
+        let servers: Vec<Option<ServerCpu>> = self
+            .server_pids
+            .iter()
+            .zip(&self.servers)
+            .map(|(&pid, &from)| ServerCpu::between(from, process_cpu_split(pid)))
+            .collect();
+        let total = servers.iter().try_fold(None, |sum: Option<ServerCpu>, s| {
+            let s = (*s)?;
+            Some(Some(match sum {
+                None => s,
+                Some(t) => ServerCpu {
+                    user: t.user + s.user,
+                    total: t.total + s.total,
+                },
+            }))
+        });
+        let redis = ServerCpu::between(self.redis, self.redis_pid.and_then(process_cpu_split));
+        Measured {
+            wall,
+            own,
+            servers,
+            total: total.flatten(),
+            redis,
+        }
     }
 }
 
@@ -480,20 +548,145 @@ fn idle(flags: &Flags) -> Result<(), String> {
     Ok(())
 }
 
-/// Messages the chat sender may have out (sent, not yet delivered to every user) at once.
+/// Messages the chat senders may have out (sent, not yet delivered to every user) at once, unless
+/// `--window` says otherwise.
 const CHAT_WINDOW: usize = 4;
 /// Delivery latency histogram: 10 µs buckets up to 10 s.
 const LATENCY_BUCKET_US: u64 = 10;
 const LATENCY_BUCKETS: usize = 1_000_000;
 
-/// The chatroom example with `conns` users: user 0 sends numbered messages (at most
-/// `CHAT_WINDOW` not yet delivered everywhere), every user receives each one as the chatroom's
-/// JSON. Reports deliveries/s and the latency of each delivery, send to receipt; checks that every
-/// user gets every message, in order.
+/// A chat run's books: what was sent, what each user has yet to see, and the one order every user
+/// must see the messages in.
+struct ChatBooks {
+    users: usize,
+    senders: usize,
+    /// The text of each message: its number, padded with 'x' to the size.
+    pad: String,
+    sent_at: Vec<Instant>,
+    /// Per message, the users that have yet to receive it.
+    missing: Vec<u32>,
+    /// Messages not yet received by every user.
+    outstanding: usize,
+    /// The messages in the order the first user to reach each position saw them; every user's k-th
+    /// message must be `order[k]`.
+    order: Vec<u32>,
+    /// Per sender, the last of its messages placed in `order` (a sender's messages keep their order).
+    last_in_order: Vec<Option<u32>>,
+    first_measured: Option<usize>,
+    stop_at: Option<usize>,
+    histogram: Vec<u64>,
+    deliveries: u64,
+}
+
+impl ChatBooks {
+    fn text(&self, seq: usize) -> String {
+        format!("{seq:08}{}", self.pad)
+    }
+
+    /// One message received by `client` (user `client.tag`; `client.received` is how many chat
+    /// messages it has seen so far). Anything but a chat message (a late join, a leave, the user
+    /// count) is let through.
+    fn receive(&mut self, client: &mut Client, op: u8, got: &[u8]) -> io::Result<()> {
+        let json = std::str::from_utf8(got).map_err(io::Error::other)?;
+        if op != OP_TEXT
+            || json.contains(r#""type":"history""#)
+            || !json.contains(r#""type":"message""#)
+        {
+            return Ok(());
+        }
+        let text = json
+            .split(r#""text":""#)
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .ok_or_else(|| io::Error::other(format!("a message without text: {json}")))?;
+        let seq = text
+            .get(..8)
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .filter(|&seq| seq < self.sent_at.len() && text == self.text(seq))
+            .ok_or_else(|| io::Error::other(format!("not a message that was sent: {json}")))?;
+        let user = client.tag;
+        let position = client.received;
+        if position == self.order.len() {
+            let sender = seq % self.senders;
+            if self.last_in_order[sender].is_some_and(|last| last as usize >= seq) {
+                return Err(io::Error::other(format!(
+                    "user {user}: message {seq} of sender {sender} came after a later one of the same sender"
+                )));
+            }
+            self.last_in_order[sender] = Some(seq as u32);
+            self.order.push(seq as u32);
+        } else if self.order[position] as usize != seq {
+            return Err(io::Error::other(format!(
+                "user {user}: message {seq} arrived as its message #{position}, where another user had message {}",
+                self.order[position]
+            )));
+        }
+        client.received += 1;
+        if self.missing[seq] == 0 {
+            return Err(io::Error::other(format!(
+                "message {seq} delivered more than {} times",
+                self.users
+            )));
+        }
+        self.missing[seq] -= 1;
+        if self.missing[seq] == 0 {
+            self.outstanding -= 1;
+        }
+        if self.first_measured.is_some_and(|first| seq >= first)
+            && self.stop_at.is_none_or(|s| seq < s)
+        {
+            let us = self.sent_at[seq].elapsed().as_micros() as u64;
+            self.histogram[((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS - 1)] += 1;
+            self.deliveries += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A comma-separated list of numbers (`--ports 9001,9002`).
+fn number_list<T: std::str::FromStr>(flags: &Flags, name: &str) -> Option<Vec<T>> {
+    let list = flags.opt(name)?;
+    let parsed: Option<Vec<T>> = list.split(',').map(|v| v.trim().parse().ok()).collect();
+    match parsed {
+        Some(values) if !values.is_empty() => Some(values),
+        _ => wsloop_peers::usage_exit(USAGE, &format!("bad value {list:?} for --{name}")),
+    }
+}
+
+/// The chatroom example with `conns` users, spread over the nodes of `--ports` (user i on node
+/// i mod k; one node: `--port`). `--senders` of them (1, a number, or `all`) send numbered
+/// messages in turn, at most `--window` of them not yet delivered to every user; every user receives
+/// each one as the chatroom's JSON. Every user must receive every message, byte for byte, and all in
+/// one and the same order (each sender's in the order sent); anything else fails the run. Reports
+/// deliveries/s and the latency of each delivery, send to receipt; with `--server-pids` the nodes'
+/// CPU per delivery and per message, with `--redis-pid` Redis's CPU per message. `--messages M`
+/// stops after M messages (or `--secs`, whichever comes first).
 fn chat(flags: &Flags) -> Result<(), String> {
     let c = common(flags);
     let n = c.conns;
-    let mut pool = Pool::open_with(c.addr, n, &mut |_, _, _| Ok(()))?;
+    let addrs: Vec<SocketAddr> = match number_list::<u16>(flags, "ports") {
+        Some(ports) => ports
+            .iter()
+            .map(|&p| SocketAddr::new(c.addr.ip(), p))
+            .collect(),
+        None => vec![c.addr],
+    };
+    let nodes = addrs.len();
+    let server_pids: Vec<u32> =
+        number_list(flags, "server-pids").unwrap_or_else(|| c.server_pid.into_iter().collect());
+    let redis_pid = flags.opt("redis-pid").map(|_| flags.get("redis-pid", 0u32));
+    let senders = match flags.opt("senders") {
+        Some("all") => n,
+        _ => flags.get("senders", 1usize).clamp(1, n),
+    };
+    let window = flags.get("window", CHAT_WINDOW).clamp(1, 1 << 16);
+    let max_messages = flags
+        .opt("messages")
+        .map(|_| flags.get("messages", 0usize).clamp(1, 99_999_999));
+    // Sender j is user j * n / senders: one sender is user 0, on the first node; all: every user.
+    let sender_conn = |j: usize| j * n / senders;
+
+    let mut pool = Pool::open_with(&addrs, n, &mut |_, _, _| Ok(()))?;
     // The join notices (n² of them) settle first: until nothing has arrived for 300 ms.
     let deadline = Instant::now() + STEP_TIMEOUT;
     let mut quiet_since = Instant::now();
@@ -507,86 +700,141 @@ fn chat(flags: &Flags) -> Result<(), String> {
         })?;
     }
     for client in &mut pool.clients {
-        client.received = 0; // from here: the number of the next message this user must see
+        client.received = 0; // from here: the chat messages this user has seen
     }
 
-    let pad = "x".repeat(c.size.saturating_sub(8));
+    let mut books = ChatBooks {
+        users: n,
+        senders,
+        pad: "x".repeat(c.size.saturating_sub(8)),
+        sent_at: vec![],
+        missing: vec![],
+        outstanding: 0,
+        order: vec![],
+        last_in_order: vec![None; senders],
+        first_measured: None,
+        stop_at: None,
+        histogram: vec![0u64; LATENCY_BUCKETS],
+        deliveries: 0,
+    };
     let start = Instant::now();
     let measure_from = start + c.warmup;
-    let mut window: Option<CpuWindow> = None;
-    let (mut sent_at, mut missing): (Vec<Instant>, Vec<usize>) = (vec![], vec![]);
-    let (mut outstanding, mut first_measured, mut stop_at) = (0usize, None::<usize>, None::<usize>);
-    let mut histogram = vec![0u64; LATENCY_BUCKETS];
-    let mut deliveries = 0u64;
+    let mut cpu: Option<CpuWindow> = None;
+    let mut frame = Vec::with_capacity(c.size + 14);
     loop {
         let now = Instant::now();
-        if window.is_none() && now >= measure_from {
-            window = Some(CpuWindow::start(c.server_pid));
-            first_measured = Some(sent_at.len());
-        } else if window.is_some() && stop_at.is_none() && now >= measure_from + c.secs {
-            stop_at = Some(sent_at.len());
+        let sent = books.sent_at.len();
+        if cpu.is_none() && (now >= measure_from || max_messages == Some(sent)) {
+            cpu = Some(CpuWindow::start_many(&server_pids, redis_pid));
+            books.first_measured = Some(sent);
         }
-        if stop_at.is_some() && outstanding == 0 {
+        if cpu.is_some()
+            && books.stop_at.is_none()
+            && (now >= measure_from + c.secs || max_messages == Some(sent))
+        {
+            books.stop_at = Some(sent);
+        }
+        if books.stop_at.is_some() && books.outstanding == 0 {
             break;
         }
-        while stop_at.is_none() && outstanding < CHAT_WINDOW {
-            let seq = sent_at.len();
-            let text = format!("{seq:08}{pad}");
-            let mut frame = Vec::with_capacity(text.len() + 14);
-            encode_masked(&mut frame, true, OP_TEXT, text.as_bytes(), [1, 2, 3, 4]);
-            pool.clients[0].send(&frame).map_err(str_err)?;
-            sent_at.push(Instant::now());
-            missing.push(n);
-            outstanding += 1;
+        while books.stop_at.is_none()
+            && books.outstanding < window
+            && max_messages.is_none_or(|m| books.sent_at.len() < m)
+        {
+            let seq = books.sent_at.len();
+            frame.clear();
+            encode_masked(
+                &mut frame,
+                true,
+                OP_TEXT,
+                books.text(seq).as_bytes(),
+                [1, 2, 3, 4],
+            );
+            pool.clients[sender_conn(seq % senders)]
+                .send(&frame)
+                .map_err(str_err)?;
+            books.sent_at.push(Instant::now());
+            books.missing.push(n as u32);
+            books.outstanding += 1;
         }
         let turn_deadline = Instant::now() + STEP_TIMEOUT;
         pool.turn(turn_deadline, &mut |client, op, got| {
-            let json = std::str::from_utf8(got).map_err(io::Error::other)?;
-            if op != OP_TEXT || !json.contains(r#""type":"message""#) {
-                return Ok(()); // a late join notice
-            }
-            let seq = json
-                .split(r#""text":""#)
-                .nth(1)
-                .and_then(|t| t.get(..8))
-                .and_then(|digits| digits.parse::<usize>().ok())
-                .ok_or_else(|| io::Error::other(format!("not a numbered message: {json}")))?;
-            if seq != client.received {
-                return Err(io::Error::other(format!(
-                    "message {seq} arrived where {} was due",
-                    client.received
-                )));
-            }
-            client.received += 1;
-            if first_measured.is_some_and(|first| seq >= first) && stop_at.is_none_or(|s| seq < s) {
-                let us = sent_at[seq].elapsed().as_micros() as u64;
-                histogram[((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS - 1)] += 1;
-                deliveries += 1;
-            }
-            missing[seq] -= 1;
-            if missing[seq] == 0 {
-                outstanding -= 1;
-            }
-            Ok(())
+            books.receive(client, op, got)
         })?;
         if start.elapsed() > c.warmup + c.secs + STEP_TIMEOUT {
-            return Err(format!("{outstanding} messages never reached every user"));
+            return Err(format!(
+                "{} messages never reached every user",
+                books.outstanding
+            ));
         }
     }
-    let (wall, own, server) = window.expect("a measured window").end();
+    let m = cpu.expect("a measured window").end_many();
+    // A quiet moment: a message delivered once more than it should be fails the run.
+    let until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < until {
+        pool.turn(until, &mut |client, op, got| books.receive(client, op, got))?;
+    }
     pool.close();
 
-    let messages = stop_at.unwrap_or(0) - first_measured.unwrap_or(0);
-    let quantile = |q: f64| quantile_us(&histogram, deliveries, q);
-    // The window ends when sending stops; the deliveries of its last messages arrive just after.
-    let rate = deliveries as f64 / wall;
-    println!(
-        "chat {n} users, one sender, {} B text: {messages} messages, {deliveries} deliveries in {wall:.2} s = {rate:.0} deliveries/s; delivery latency p50 {} us, p99 {} us",
-        c.size, quantile(0.5), quantile(0.99)
+    let (first, stop) = (
+        books.first_measured.unwrap_or(0),
+        books.stop_at.unwrap_or(0),
     );
-    let cpu = report_cpu(wall, own, server, deliveries as f64, "delivery");
+    let messages = stop - first;
+    let deliveries = books.deliveries;
+    let quantile = |q: f64| quantile_us(&books.histogram, deliveries, q);
+    // The window ends when sending stops; the deliveries of its last messages arrive just after.
+    let wall = m.wall;
+    let rate = deliveries as f64 / wall;
+    let who = if senders == 1 {
+        "one sender".to_string()
+    } else {
+        format!("{senders} senders in turn")
+    };
     println!(
-        "RESULT mode=chat conns={n} size={} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={} p99_us={} {cpu}",
+        "chat {n} users on {nodes} node(s), {who}, at most {window} in flight, {} B text: {messages} messages, {deliveries} deliveries in {wall:.2} s = {rate:.0} deliveries/s; delivery latency p50 {} us, p99 {} us; all {} messages seen in one order by every user",
+        c.size, quantile(0.5), quantile(0.99), books.order.len()
+    );
+    let mut cpu = report_cpu(wall, m.own, m.total, deliveries as f64, "delivery");
+    if m.servers.len() > 1 {
+        let each: Vec<String> = m
+            .servers
+            .iter()
+            .map(|s| s.map_or("?".into(), |s| format!("{:.0}%", 100.0 * s.total / wall)))
+            .collect();
+        println!("nodes' CPU, each: {}", each.join(", "));
+        cpu += &format!(" node_cpu_pcts={}", each.join(",").replace('%', ""));
+    }
+    let per_msg = |secs: f64| {
+        if messages > 0 {
+            1e6 * secs / messages as f64
+        } else {
+            0.0
+        }
+    };
+    if let Some(s) = m.total {
+        println!(
+            "server CPU per chat message: {:.1} us (all nodes)",
+            per_msg(s.total)
+        );
+        cpu += &format!(" server_us_per_msg={:.3}", per_msg(s.total));
+    }
+    if let Some(r) = m.redis {
+        println!(
+            "redis-server CPU {:.0}% of one core, {:.2} us per chat message ({:.2} us of it in its own code)",
+            100.0 * r.total / wall,
+            per_msg(r.total),
+            per_msg(r.user)
+        );
+        cpu += &format!(
+            " redis_cpu_pct={:.1} redis_us_per_msg={:.3} redis_user_us_per_msg={:.3}",
+            100.0 * r.total / wall,
+            per_msg(r.total),
+            per_msg(r.user)
+        );
+    }
+    println!(
+        "RESULT mode=chat nodes={nodes} conns={n} senders={senders} window={window} size={} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={} p99_us={} {cpu}",
         c.size, quantile(0.5), quantile(0.99)
     );
     Ok(())
