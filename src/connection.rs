@@ -4,6 +4,7 @@
 //! [`Connection`] in the server's slab, keyed by its mio token. This module holds data and buffer I/O only:
 //! reading what the socket has, writing what is queued. What the bytes mean is decided in `server.rs`.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
@@ -23,6 +24,49 @@ const MIN_READ_BEHIND: usize = 4096;
 /// endpoint may answer only the most recent of the pings it has not answered yet). A peer that reads as fast as it
 /// pings gets a pong for every ping; one that pings without reading costs at most this many.
 pub(crate) const MAX_QUEUED_PONGS: usize = 16;
+
+/// Frames at least this long are encoded into a spare buffer ([`spare_buffer`]); shorter ones come from the
+/// allocator's per-thread cache, which is as cheap.
+const SPARE_MIN: usize = 2048;
+/// The largest buffer kept for reuse, and how many are kept: at most 512 KiB per loop.
+const SPARE_MAX: usize = 64 << 10;
+const SPARE_COUNT: usize = 8;
+
+thread_local! {
+    /// Written-out frame buffers kept for the next frames. Without them every echo of a 16 KiB message allocates a
+    /// buffer and frees it once written, and the allocator may give the memory back to the kernel and ask for it
+    /// again (`brk` and page faults) as its heap top moves around its trim threshold. The loop and its callbacks run
+    /// on one thread, so this is the loop's pool; nothing here is shared between threads.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer for a frame of about `len` bytes: a spare one if `len` is worth it and one is kept.
+pub(crate) fn spare_buffer(len: usize) -> Vec<u8> {
+    if len >= SPARE_MIN {
+        let spare = SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten();
+        if let Some(buf) = spare {
+            return buf;
+        }
+    }
+    Vec::with_capacity(len)
+}
+
+/// Keeps a written-out buffer for [`spare_buffer`], if it is of a useful size and fewer than `SPARE_COUNT` are kept;
+/// otherwise frees it.
+fn recycle(mut buf: Vec<u8>) {
+    if (SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
+        buf.clear();
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_COUNT {
+                spare.push(buf);
+            }
+        });
+    }
+}
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
 /// newer client that happens to get the same slab slot.
@@ -429,6 +473,9 @@ impl Connection {
                 if !done.is_control() {
                     self.data_queued -= done.len();
                 }
+                if let Bytes::Owned(buf) = done.body {
+                    recycle(buf);
+                }
             }
         }
     }
@@ -504,6 +551,43 @@ mod tests {
             Instant::now(),
         );
         (conn, peer)
+    }
+
+    #[test]
+    fn a_written_out_frame_buffer_is_reused_and_the_spare_ones_stay_few() {
+        let (mut conn, mut peer) = connection();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut frame = spare_buffer(16 << 10);
+        frame.resize(16 << 10, 0x5a);
+        let at = frame.as_ptr();
+        conn.push(Chunk::owned(frame));
+        assert!(conn
+            .write_pending()
+            .expect("a loopback socket takes 16 KiB"));
+        let next = spare_buffer(16 << 10);
+        assert_eq!(next.as_ptr(), at, "the next frame reuses it");
+        drop(next);
+        // However many are written out at once, only `SPARE_COUNT` are kept, and none too large or too small.
+        for len in [100, 1 << 20]
+            .into_iter()
+            .chain([16 << 10; 2 * SPARE_COUNT])
+        {
+            conn.push(Chunk::owned(vec![0; len]));
+        }
+        let mut buf = vec![0; 1 << 16];
+        while !conn.write_pending().expect("write") {
+            let n = peer.read(&mut buf).expect("read");
+            assert!(n > 0, "the socket closed early");
+        }
+        let kept = SPARE.with(|spare| {
+            let spare = spare.borrow();
+            assert!(spare
+                .iter()
+                .all(|b| (SPARE_MIN..=SPARE_MAX).contains(&b.capacity())));
+            spare.len()
+        });
+        assert_eq!(kept, SPARE_COUNT);
     }
 
     #[test]
