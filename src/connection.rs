@@ -31,20 +31,39 @@ const SPARE_MIN: usize = 2048;
 /// The largest buffer kept for reuse, and how many are kept: at most 512 KiB per loop.
 const SPARE_MAX: usize = 64 << 10;
 const SPARE_COUNT: usize = 8;
+/// How many emptied queues are kept for reuse, and the most chunks one of them may have room for: with 40-byte
+/// chunks, at most about 200 KiB per loop (about 60 KiB as they usually are, with room for 4). A queue that grew
+/// larger (a broadcast-heavy turn) is freed instead, as before there were spare queues.
+const SPARE_QUEUES: usize = 256;
+const SPARE_QUEUE_ROOM: usize = 16;
+
+/// What the loop keeps for reuse.
+struct Spare {
+    /// Written-out frame buffers. Without them every echo of a 16 KiB message allocates a buffer and frees it once
+    /// written, and the allocator may give the memory back to the kernel and ask for it again (`brk` and page
+    /// faults) as its heap top moves around its trim threshold.
+    buffers: Vec<Vec<u8>>,
+    /// Emptied queues: a connection holds one only while something waits to be written to it. Boxed here too, so
+    /// that a queue moves between a connection and this list without being allocated again.
+    #[allow(clippy::vec_box)]
+    queues: Vec<Box<Outbox>>,
+}
 
 thread_local! {
-    /// Written-out frame buffers kept for the next frames. Without them every echo of a 16 KiB message allocates a
-    /// buffer and frees it once written, and the allocator may give the memory back to the kernel and ask for it
-    /// again (`brk` and page faults) as its heap top moves around its trim threshold. The loop and its callbacks run
-    /// on one thread, so this is the loop's pool; nothing here is shared between threads.
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// The loop and its callbacks run on one thread, so this is the loop's; nothing here is shared between threads.
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            buffers: Vec::new(),
+            queues: Vec::new(),
+        })
+    };
 }
 
 /// An empty buffer for a frame of about `len` bytes: a spare one if `len` is worth it and one is kept.
 pub(crate) fn spare_buffer(len: usize) -> Vec<u8> {
     if len >= SPARE_MIN {
         let spare = SPARE
-            .try_with(|spare| spare.borrow_mut().pop())
+            .try_with(|spare| spare.borrow_mut().buffers.pop())
             .ok()
             .flatten();
         if let Some(buf) = spare {
@@ -60,12 +79,38 @@ fn recycle(mut buf: Vec<u8>) {
     if (SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
         buf.clear();
         let _ = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_COUNT {
-                spare.push(buf);
+            let buffers = &mut spare.borrow_mut().buffers;
+            if buffers.len() < SPARE_COUNT {
+                buffers.push(buf);
             }
         });
     }
+}
+
+/// An empty queue: a spare one if one is kept.
+fn spare_outbox() -> Box<Outbox> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().queues.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps an emptied queue for [`spare_outbox`], unless it grew large or `SPARE_QUEUES` are kept; otherwise frees it.
+fn recycle_outbox(mut out: Box<Outbox>) {
+    if out.chunks.capacity() > SPARE_QUEUE_ROOM {
+        return;
+    }
+    out.chunks.clear();
+    out.pos = 0;
+    out.buffered = 0;
+    out.data_queued = 0;
+    let _ = SPARE.try_with(|spare| {
+        let queues = &mut spare.borrow_mut().queues;
+        if queues.len() < SPARE_QUEUES {
+            queues.push(out);
+        }
+    });
 }
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
@@ -207,7 +252,26 @@ fn gather<'a>(out: &'a VecDeque<Chunk>, pos: usize, slices: &mut [IoSlice<'a>]) 
     count
 }
 
+/// What waits to be written to one peer: the chunks, in order, and what they add up to.
+///
+/// A connection holds one only while something is queued: an idle connection's queue costs it one word. One that is
+/// written out goes back to the loop's spare ones ([`spare_outbox`]) and the next frame for any connection takes it
+/// from there, so a connection that is sent messages all the time does not allocate its queue for each.
+#[derive(Default)]
+struct Outbox {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    pos: usize,
+    /// Bytes queued and not yet written.
+    buffered: usize,
+    /// Full length of every queued data (not `Control`) chunk, the front one included.
+    data_queued: usize,
+}
+
 /// One client connection, as the PHP version kept it in `$this->accept` and `$this->isHand`.
+///
+/// A server holds one per client, idle or not, so rarely used state is kept out of line: the queue of what is to be
+/// written ([`Outbox`]) and the state of a fragmented message (in [`Assembler`]) exist only while they are in use.
 pub(crate) struct Connection {
     /// The socket, registered with the poll under this connection's slab key.
     pub stream: TcpStream,
@@ -240,13 +304,8 @@ pub(crate) struct Connection {
     pub is_awaiting_pong: bool,
     /// Queued in the server's list of connections to flush.
     pub is_dirty: bool,
-    out: VecDeque<Chunk>,
-    /// Bytes of the front chunk already written.
-    out_pos: usize,
-    /// Bytes queued and not yet written.
-    buffered: usize,
-    /// Full length of every queued data (not `Control`) chunk, the front one included.
-    data_queued: usize,
+    /// What waits to be written; `None` when nothing does.
+    out: Option<Box<Outbox>>,
 }
 
 impl Connection {
@@ -273,10 +332,7 @@ impl Connection {
             message_since: None,
             is_awaiting_pong: false,
             is_dirty: false,
-            out: VecDeque::new(),
-            out_pos: 0,
-            buffered: 0,
-            data_queued: 0,
+            out: None,
         }
     }
 
@@ -287,7 +343,7 @@ impl Connection {
 
     /// Bytes queued and not yet written.
     pub fn buffered(&self) -> usize {
-        self.buffered
+        self.out.as_ref().map_or(0, |out| out.buffered)
     }
 
     /// Reads once into `buf`. Unlike the PHP version's single 1024-byte `socket_recv`, the server calls this until
@@ -333,107 +389,114 @@ impl Connection {
         Ok((n, want))
     }
 
+    /// The queue, taken from the loop's spare ones if this connection has none.
+    fn outbox(&mut self) -> &mut Outbox {
+        self.out.get_or_insert_with(spare_outbox)
+    }
+
     /// Queues a data frame (or an HTTP response) behind everything already queued.
     pub fn push(&mut self, chunk: Chunk) {
+        let out = self.outbox();
         let len = chunk.len();
-        self.buffered += len;
+        out.buffered += len;
         if !chunk.is_control() {
-            self.data_queued += len;
+            out.data_queued += len;
         }
-        self.out.push_back(chunk);
+        out.chunks.push_back(chunk);
     }
 
     /// Data bytes waiting behind the message being written, plus what their queue entries cost: what the
     /// slow-reader limit is about. That message (the first data chunk, even with pongs queued ahead of it) is left
     /// out, so that one message larger than the limit can still go out to a reader that keeps up.
     pub fn backlog(&self) -> usize {
+        let Some(out) = self.out.as_deref() else {
+            return 0;
+        };
         // Only the few control chunks can stand ahead of it, so a short look from the front finds it.
-        let going_out = self
-            .out
+        let going_out = out
+            .chunks
             .iter()
-            .take(self.controls_end() + 1)
+            .take(out.controls_end() + 1)
             .find(|chunk| !chunk.is_control())
             .map_or(0, Chunk::len);
         // Each queued frame also costs its queue entry: counting it keeps a flood of empty frames bounded too.
-        self.data_queued - going_out + self.out.len() * std::mem::size_of::<Chunk>()
+        out.data_queued - going_out + out.chunks.len() * std::mem::size_of::<Chunk>()
     }
 
     /// Queues a control frame (a ping, the `101`) ahead of queued data frames, but behind other control frames and
     /// behind a frame that is half written.
     pub fn push_control(&mut self, frame: Vec<u8>) {
-        let at = self.controls_end();
-        self.buffered += frame.len();
-        self.out.insert(at, Chunk::control(Kind::Control, frame));
+        let out = self.outbox();
+        let at = out.controls_end();
+        out.buffered += frame.len();
+        out.chunks.insert(at, Chunk::control(Kind::Control, frame));
     }
 
     /// Queues a pong as [`Connection::push_control`] queues a control frame, so it is never stuck behind megabytes
     /// of data for a slow reader; if [`MAX_QUEUED_PONGS`] are already waiting, it takes the place of the newest.
     pub fn push_pong(&mut self, pong: Vec<u8>) {
-        let (first, end) = (usize::from(self.out_pos > 0), self.controls_end());
-        let waiting = self
-            .out
+        let out = self.outbox();
+        let (first, end) = (usize::from(out.pos > 0), out.controls_end());
+        let waiting = out
+            .chunks
             .range(first..end)
             .filter(|chunk| chunk.kind == Kind::Pong)
             .count();
         if waiting < MAX_QUEUED_PONGS {
-            self.buffered += pong.len();
-            self.out.insert(end, Chunk::control(Kind::Pong, pong));
+            out.buffered += pong.len();
+            out.chunks.insert(end, Chunk::control(Kind::Pong, pong));
             return;
         }
-        let newest = self
-            .out
+        let newest = out
+            .chunks
             .range_mut(first..end)
             .rev()
             .find(|chunk| chunk.kind == Kind::Pong)
             .expect("MAX_QUEUED_PONGS pongs are waiting");
-        self.buffered = self.buffered - newest.len() + pong.len();
+        out.buffered = out.buffered - newest.len() + pong.len();
         *newest = Chunk::control(Kind::Pong, pong);
-    }
-
-    /// Where the control chunks at the front of the queue end: a chunk that is half written stays first, then come
-    /// the control chunks, then the data. Control chunks are few (at most `MAX_QUEUED_PONGS` pongs, a ping, the
-    /// `101`), so the walk is short.
-    fn controls_end(&self) -> usize {
-        let mut at = usize::from(self.out_pos > 0);
-        while self.out.get(at).is_some_and(Chunk::is_control) {
-            at += 1;
-        }
-        at.min(self.out.len())
     }
 
     /// Drops every queued data frame that has not started to go out; returns the bytes dropped.
     /// `Control` chunks (pongs, the `101`) and a half-written front chunk stay.
     pub fn discard_unsent(&mut self) -> usize {
-        let before = self.buffered;
+        let Some(out) = self.out.as_deref_mut() else {
+            return 0;
+        };
+        let before = out.buffered;
         let mut index = 0;
-        let started = self.out_pos > 0;
-        self.out.retain(|chunk| {
+        let started = out.pos > 0;
+        out.chunks.retain(|chunk| {
             let keep = (index == 0 && started) || chunk.is_control();
             index += 1;
             keep
         });
-        self.data_queued = self
-            .out
+        out.data_queued = out
+            .chunks
             .iter()
             .filter(|c| !c.is_control())
             .map(Chunk::len)
             .sum();
-        let queued: usize = self.out.iter().map(Chunk::len).sum();
-        self.buffered = queued - self.out_pos;
-        before - self.buffered
+        let queued: usize = out.chunks.iter().map(Chunk::len).sum();
+        out.buffered = queued - out.pos;
+        before - out.buffered
     }
 
     /// Writes queued bytes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
     ///
     /// Several frames go out in one vectored write. Unlike the PHP version's `socket_write`, a write may be partial:
-    /// what is left stays queued, and the server calls this again on the next `WRITABLE` event.
+    /// what is left stays queued, and the server calls this again on the next `WRITABLE` event. Once everything is
+    /// written, the queue goes back to the loop's spare ones.
     pub fn write_pending(&mut self) -> io::Result<bool> {
-        while !self.out.is_empty() {
+        let Some(out) = self.out.as_deref_mut() else {
+            return Ok(true);
+        };
+        while !out.chunks.is_empty() {
             // Each chunk is one buffer, or two for a header and a payload kept apart.
-            let wanted = (2 * self.out.len()).min(MAX_SLICES);
+            let wanted = (2 * out.chunks.len()).min(MAX_SLICES);
             let result = if wanted <= STACK_SLICES {
                 let mut slices = [IoSlice::new(&[]); STACK_SLICES];
-                match gather(&self.out, self.out_pos, &mut slices) {
+                match gather(&out.chunks, out.pos, &mut slices) {
                     // One buffer (an echo, a chat line): `send` costs the kernel less than `writev`.
                     1 => self.stream.write(&slices[0]),
                     count => self.stream.write_vectored(&slices[..count]),
@@ -441,7 +504,7 @@ impl Connection {
             } else {
                 // A broadcast-heavy turn queues many small frames: one writev takes them all, not 32 at a time.
                 let mut slices = vec![IoSlice::new(&[]); wanted];
-                let count = gather(&self.out, self.out_pos, &mut slices);
+                let count = gather(&out.chunks, out.pos, &mut slices);
                 self.stream.write_vectored(&slices[..count])
             };
             let written = match result {
@@ -451,25 +514,38 @@ impl Connection {
                 Err(e) if would_block(&e) => return Ok(false),
                 Err(e) => return Err(e),
             };
-            self.advance(written);
+            out.advance(written);
         }
-        if self.out.capacity() > 16 {
-            self.out = VecDeque::new();
+        if let Some(out) = self.out.take() {
+            recycle_outbox(out);
         }
         Ok(true)
+    }
+}
+
+impl Outbox {
+    /// Where the control chunks at the front of the queue end: a chunk that is half written stays first, then come
+    /// the control chunks, then the data. Control chunks are few (at most `MAX_QUEUED_PONGS` pongs, a ping, the
+    /// `101`), so the walk is short.
+    fn controls_end(&self) -> usize {
+        let mut at = usize::from(self.pos > 0);
+        while self.chunks.get(at).is_some_and(Chunk::is_control) {
+            at += 1;
+        }
+        at.min(self.chunks.len())
     }
 
     fn advance(&mut self, mut written: usize) {
         self.buffered -= written;
-        while let Some(front) = self.out.front() {
-            let left = front.len() - self.out_pos;
+        while let Some(front) = self.chunks.front() {
+            let left = front.len() - self.pos;
             if written < left {
-                self.out_pos += written;
+                self.pos += written;
                 return;
             }
             written -= left;
-            self.out_pos = 0;
-            if let Some(done) = self.out.pop_front() {
+            self.pos = 0;
+            if let Some(done) = self.chunks.pop_front() {
                 if !done.is_control() {
                     self.data_queued -= done.len();
                 }
@@ -536,6 +612,47 @@ mod tests {
         assert_eq!(conn.read_buf, sent);
     }
 
+    #[test]
+    fn an_idle_connection_holds_no_queue_and_a_busy_one_reuses_one_without_allocating() {
+        let (mut conn, _peer) = connection();
+        assert!(conn.out.is_none());
+        conn.push_control(b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec());
+        assert!(conn.write_pending().expect("write"));
+        assert!(conn.out.is_none(), "written out, the queue is given back");
+        assert_eq!(
+            (conn.buffered(), conn.backlog(), conn.discard_unsent()),
+            (0, 0, 0)
+        );
+        // Every message takes the queue the one before it gave back: the same allocation.
+        conn.push(Chunk::owned(vec![0x81, 0x01, b'a']));
+        let first = std::ptr::from_ref(queue(&conn));
+        for _ in 0..100 {
+            assert!(conn.write_pending().expect("write"));
+            conn.push(Chunk::owned(vec![0x81, 0x01, b'a']));
+            assert!(std::ptr::eq(queue(&conn), first));
+        }
+    }
+
+    /// Guards the idle memory budget: a server holds one `Connection` per client in its slab, busy or idle, so every
+    /// byte here is about 10 KB per 10,000 idle connections. Rarely used state belongs out of line (as the queue
+    /// and the fragment state are). The figure is 176 bytes where mio's `TcpStream` is a bare 4-byte descriptor
+    /// (release builds), 184 with the 16-byte one of debug builds, which adds a selector id.
+    #[test]
+    fn a_connection_stays_within_the_idle_memory_budget() {
+        let budget = if std::mem::size_of::<TcpStream>() > 4 {
+            184
+        } else {
+            176
+        };
+        let size = std::mem::size_of::<Connection>();
+        assert!(size <= budget, "Connection is {size} bytes, over {budget}");
+    }
+
+    /// The connection's queue, which a test has given something to write.
+    fn queue(conn: &Connection) -> &Outbox {
+        conn.out.as_deref().expect("something is queued")
+    }
+
     /// A connection over a real loopback socket (nothing is written unless a test calls `write_pending`).
     fn connection() -> (Connection, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -582,6 +699,7 @@ mod tests {
         }
         let kept = SPARE.with(|spare| {
             let spare = spare.borrow();
+            let spare = &spare.buffers;
             assert!(spare
                 .iter()
                 .all(|b| (SPARE_MIN..=SPARE_MAX).contains(&b.capacity())));
@@ -598,7 +716,7 @@ mod tests {
         assert_eq!(conn.backlog(), entry);
         conn.push_pong(vec![0x8a, 0x00]);
         assert!(
-            conn.out.front().is_some_and(Chunk::is_control),
+            queue(&conn).chunks.front().is_some_and(Chunk::is_control),
             "the pong goes first"
         );
         assert_eq!(
@@ -718,10 +836,13 @@ mod tests {
         };
         for i in 0..100_000 {
             conn.push_pong(pong(i));
-            assert!(conn.out.len() <= 1 + MAX_QUEUED_PONGS, "after {i} pings");
+            assert!(
+                queue(&conn).chunks.len() <= 1 + MAX_QUEUED_PONGS,
+                "after {i} pings"
+            );
         }
-        let queued: usize = conn.out.iter().map(Chunk::len).sum();
-        assert_eq!(conn.buffered(), queued - conn.out_pos, "the accounting");
+        let queued: usize = queue(&conn).chunks.iter().map(Chunk::len).sum();
+        assert_eq!(conn.buffered(), queued - queue(&conn).pos, "the accounting");
 
         let mut expected = Head::new(true, OpCode::Binary, payload.len())
             .as_bytes()
