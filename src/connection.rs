@@ -31,10 +31,11 @@ const SPARE_MIN: usize = 2048;
 /// The largest buffer kept for reuse, and how many are kept: at most 512 KiB per loop.
 const SPARE_MAX: usize = 64 << 10;
 const SPARE_COUNT: usize = 8;
-/// How many emptied queues are kept for reuse, and the most chunks one of them may have room for: with 40-byte
-/// chunks, at most about 200 KiB per loop (about 60 KiB as they usually are, with room for 4). A queue that grew
-/// larger (a broadcast-heavy turn) is freed instead, as before there were spare queues.
-const SPARE_QUEUES: usize = 256;
+/// How many emptied queues are kept for reuse, and the most chunks one of them may have room for. A turn of the
+/// loop handles at most 1024 events, so as many queues cover every connection it writes to without allocating
+/// one; with 40-byte chunks they take at most about 720 KiB per loop (240 KiB as they usually are, with room for
+/// 4). A queue that grew larger (a broadcast-heavy turn) is freed instead, as before there were spare queues.
+const SPARE_QUEUES: usize = 1024;
 const SPARE_QUEUE_ROOM: usize = 16;
 
 /// What the loop keeps for reuse.
