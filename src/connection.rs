@@ -495,7 +495,15 @@ impl Connection {
         while !out.chunks.is_empty() {
             // Each chunk is one buffer, or two for a header and a payload kept apart.
             let wanted = (2 * out.chunks.len()).min(MAX_SLICES);
-            let result = if wanted <= STACK_SLICES {
+            let result = if let (1, Some(chunk)) = (out.chunks.len(), out.chunks.front()) {
+                // One chunk (an echo, a chat line): `send` costs the kernel less than `writev`.
+                match chunk.parts(out.pos) {
+                    [[], body] => self.stream.write(body),
+                    [head, body] => self
+                        .stream
+                        .write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
+                }
+            } else if wanted <= STACK_SLICES {
                 let mut slices = [IoSlice::new(&[]); STACK_SLICES];
                 match gather(&out.chunks, out.pos, &mut slices) {
                     // One buffer (an echo, a chat line): `send` costs the kernel less than `writev`.
