@@ -4,6 +4,7 @@
 //! [`Connection`] in the server's slab, keyed by its mio token. This module holds data and buffer I/O only:
 //! reading what the socket has, writing what is queued. What the bytes mean is decided in `server.rs`.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
@@ -23,6 +24,95 @@ const MIN_READ_BEHIND: usize = 4096;
 /// endpoint may answer only the most recent of the pings it has not answered yet). A peer that reads as fast as it
 /// pings gets a pong for every ping; one that pings without reading costs at most this many.
 pub(crate) const MAX_QUEUED_PONGS: usize = 16;
+
+/// Frames at least this long are encoded into a spare buffer ([`spare_buffer`]); shorter ones come from the
+/// allocator's per-thread cache, which is as cheap.
+const SPARE_MIN: usize = 2048;
+/// The largest buffer kept for reuse, and how many are kept: at most 512 KiB per loop.
+const SPARE_MAX: usize = 64 << 10;
+const SPARE_COUNT: usize = 8;
+/// How many emptied queues are kept for reuse, and the most chunks one of them may have room for. A turn of the
+/// loop handles at most 1024 events, so as many queues cover every connection it writes to without allocating
+/// one; with 40-byte chunks they take at most about 720 KiB per loop (240 KiB as they usually are, with room for
+/// 4). A queue that grew larger (a broadcast-heavy turn) is freed instead, as before there were spare queues.
+const SPARE_QUEUES: usize = 1024;
+const SPARE_QUEUE_ROOM: usize = 16;
+
+/// What the loop keeps for reuse.
+struct Spare {
+    /// Written-out frame buffers. Without them every echo of a 16 KiB message allocates a buffer and frees it once
+    /// written, and the allocator may give the memory back to the kernel and ask for it again (`brk` and page
+    /// faults) as its heap top moves around its trim threshold.
+    buffers: Vec<Vec<u8>>,
+    /// Emptied queues: a connection holds one only while something waits to be written to it. Boxed here too, so
+    /// that a queue moves between a connection and this list without being allocated again.
+    #[allow(clippy::vec_box)]
+    queues: Vec<Box<Outbox>>,
+}
+
+thread_local! {
+    /// The loop and its callbacks run on one thread, so this is the loop's; nothing here is shared between threads.
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            buffers: Vec::new(),
+            queues: Vec::new(),
+        })
+    };
+}
+
+/// An empty buffer for a frame of about `len` bytes: a spare one if `len` is worth it and one is kept.
+pub(crate) fn spare_buffer(len: usize) -> Vec<u8> {
+    if len >= SPARE_MIN {
+        let spare = SPARE
+            .try_with(|spare| spare.borrow_mut().buffers.pop())
+            .ok()
+            .flatten();
+        if let Some(buf) = spare {
+            return buf;
+        }
+    }
+    Vec::with_capacity(len)
+}
+
+/// Keeps a written-out buffer for [`spare_buffer`], if it is of a useful size and fewer than `SPARE_COUNT` are kept;
+/// otherwise frees it.
+fn recycle(mut buf: Vec<u8>) {
+    if (SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
+        buf.clear();
+        let _ = SPARE.try_with(|spare| {
+            let buffers = &mut spare.borrow_mut().buffers;
+            if buffers.len() < SPARE_COUNT {
+                buffers.push(buf);
+            }
+        });
+    }
+}
+
+/// An empty queue: a spare one if one is kept.
+fn spare_outbox() -> Box<Outbox> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().queues.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps an emptied queue for [`spare_outbox`], unless it grew large or `SPARE_QUEUES` are kept; otherwise frees it.
+fn recycle_outbox(mut out: Box<Outbox>) {
+    if out.chunks.capacity() > SPARE_QUEUE_ROOM {
+        return;
+    }
+    out.chunks.clear();
+    out.pos = 0;
+    out.buffered = 0;
+    out.data_queued = 0;
+    let _ = SPARE.try_with(|spare| {
+        let queues = &mut spare.borrow_mut().queues;
+        if queues.len() < SPARE_QUEUES {
+            queues.push(out);
+        }
+    });
+}
 
 /// Identifies one connection for the life of the server: ids are never reused, so a stale id cannot reach a
 /// newer client that happens to get the same slab slot. With several loops an id also names the loop that owns the
@@ -176,7 +266,26 @@ fn gather<'a>(out: &'a VecDeque<Chunk>, pos: usize, slices: &mut [IoSlice<'a>]) 
     count
 }
 
+/// What waits to be written to one peer: the chunks, in order, and what they add up to.
+///
+/// A connection holds one only while something is queued: an idle connection's queue costs it one word. One that is
+/// written out goes back to the loop's spare ones ([`spare_outbox`]) and the next frame for any connection takes it
+/// from there, so a connection that is sent messages all the time does not allocate its queue for each.
+#[derive(Default)]
+struct Outbox {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    pos: usize,
+    /// Bytes queued and not yet written.
+    buffered: usize,
+    /// Full length of every queued data (not `Control`) chunk, the front one included.
+    data_queued: usize,
+}
+
 /// One client connection, as the PHP version kept it in `$this->accept` and `$this->isHand`.
+///
+/// A server holds one per client, idle or not, so rarely used state is kept out of line: the queue of what is to be
+/// written ([`Outbox`]) and the state of a fragmented message (in [`Assembler`]) exist only while they are in use.
 pub(crate) struct Connection {
     /// The socket, registered with the poll under this connection's slab key.
     pub stream: TcpStream,
@@ -209,13 +318,8 @@ pub(crate) struct Connection {
     pub is_awaiting_pong: bool,
     /// Queued in the server's list of connections to flush.
     pub is_dirty: bool,
-    out: VecDeque<Chunk>,
-    /// Bytes of the front chunk already written.
-    out_pos: usize,
-    /// Bytes queued and not yet written.
-    buffered: usize,
-    /// Full length of every queued data (not `Control`) chunk, the front one included.
-    data_queued: usize,
+    /// What waits to be written; `None` when nothing does.
+    out: Option<Box<Outbox>>,
 }
 
 impl Connection {
@@ -242,10 +346,7 @@ impl Connection {
             message_since: None,
             is_awaiting_pong: false,
             is_dirty: false,
-            out: VecDeque::new(),
-            out_pos: 0,
-            buffered: 0,
-            data_queued: 0,
+            out: None,
         }
     }
 
@@ -256,7 +357,7 @@ impl Connection {
 
     /// Bytes queued and not yet written.
     pub fn buffered(&self) -> usize {
-        self.buffered
+        self.out.as_ref().map_or(0, |out| out.buffered)
     }
 
     /// Reads once into `buf`. Unlike the PHP version's single 1024-byte `socket_recv`, the server calls this until
@@ -302,107 +403,122 @@ impl Connection {
         Ok((n, want))
     }
 
+    /// The queue, taken from the loop's spare ones if this connection has none.
+    fn outbox(&mut self) -> &mut Outbox {
+        self.out.get_or_insert_with(spare_outbox)
+    }
+
     /// Queues a data frame (or an HTTP response) behind everything already queued.
     pub fn push(&mut self, chunk: Chunk) {
+        let out = self.outbox();
         let len = chunk.len();
-        self.buffered += len;
+        out.buffered += len;
         if !chunk.is_control() {
-            self.data_queued += len;
+            out.data_queued += len;
         }
-        self.out.push_back(chunk);
+        out.chunks.push_back(chunk);
     }
 
     /// Data bytes waiting behind the message being written, plus what their queue entries cost: what the
     /// slow-reader limit is about. That message (the first data chunk, even with pongs queued ahead of it) is left
     /// out, so that one message larger than the limit can still go out to a reader that keeps up.
     pub fn backlog(&self) -> usize {
+        let Some(out) = self.out.as_deref() else {
+            return 0;
+        };
         // Only the few control chunks can stand ahead of it, so a short look from the front finds it.
-        let going_out = self
-            .out
+        let going_out = out
+            .chunks
             .iter()
-            .take(self.controls_end() + 1)
+            .take(out.controls_end() + 1)
             .find(|chunk| !chunk.is_control())
             .map_or(0, Chunk::len);
         // Each queued frame also costs its queue entry: counting it keeps a flood of empty frames bounded too.
-        self.data_queued - going_out + self.out.len() * std::mem::size_of::<Chunk>()
+        out.data_queued - going_out + out.chunks.len() * std::mem::size_of::<Chunk>()
     }
 
     /// Queues a control frame (a ping, the `101`) ahead of queued data frames, but behind other control frames and
     /// behind a frame that is half written.
     pub fn push_control(&mut self, frame: Vec<u8>) {
-        let at = self.controls_end();
-        self.buffered += frame.len();
-        self.out.insert(at, Chunk::control(Kind::Control, frame));
+        let out = self.outbox();
+        let at = out.controls_end();
+        out.buffered += frame.len();
+        out.chunks.insert(at, Chunk::control(Kind::Control, frame));
     }
 
     /// Queues a pong as [`Connection::push_control`] queues a control frame, so it is never stuck behind megabytes
     /// of data for a slow reader; if [`MAX_QUEUED_PONGS`] are already waiting, it takes the place of the newest.
     pub fn push_pong(&mut self, pong: Vec<u8>) {
-        let (first, end) = (usize::from(self.out_pos > 0), self.controls_end());
-        let waiting = self
-            .out
+        let out = self.outbox();
+        let (first, end) = (usize::from(out.pos > 0), out.controls_end());
+        let waiting = out
+            .chunks
             .range(first..end)
             .filter(|chunk| chunk.kind == Kind::Pong)
             .count();
         if waiting < MAX_QUEUED_PONGS {
-            self.buffered += pong.len();
-            self.out.insert(end, Chunk::control(Kind::Pong, pong));
+            out.buffered += pong.len();
+            out.chunks.insert(end, Chunk::control(Kind::Pong, pong));
             return;
         }
-        let newest = self
-            .out
+        let newest = out
+            .chunks
             .range_mut(first..end)
             .rev()
             .find(|chunk| chunk.kind == Kind::Pong)
             .expect("MAX_QUEUED_PONGS pongs are waiting");
-        self.buffered = self.buffered - newest.len() + pong.len();
+        out.buffered = out.buffered - newest.len() + pong.len();
         *newest = Chunk::control(Kind::Pong, pong);
-    }
-
-    /// Where the control chunks at the front of the queue end: a chunk that is half written stays first, then come
-    /// the control chunks, then the data. Control chunks are few (at most `MAX_QUEUED_PONGS` pongs, a ping, the
-    /// `101`), so the walk is short.
-    fn controls_end(&self) -> usize {
-        let mut at = usize::from(self.out_pos > 0);
-        while self.out.get(at).is_some_and(Chunk::is_control) {
-            at += 1;
-        }
-        at.min(self.out.len())
     }
 
     /// Drops every queued data frame that has not started to go out; returns the bytes dropped.
     /// `Control` chunks (pongs, the `101`) and a half-written front chunk stay.
     pub fn discard_unsent(&mut self) -> usize {
-        let before = self.buffered;
+        let Some(out) = self.out.as_deref_mut() else {
+            return 0;
+        };
+        let before = out.buffered;
         let mut index = 0;
-        let started = self.out_pos > 0;
-        self.out.retain(|chunk| {
+        let started = out.pos > 0;
+        out.chunks.retain(|chunk| {
             let keep = (index == 0 && started) || chunk.is_control();
             index += 1;
             keep
         });
-        self.data_queued = self
-            .out
+        out.data_queued = out
+            .chunks
             .iter()
             .filter(|c| !c.is_control())
             .map(Chunk::len)
             .sum();
-        let queued: usize = self.out.iter().map(Chunk::len).sum();
-        self.buffered = queued - self.out_pos;
-        before - self.buffered
+        let queued: usize = out.chunks.iter().map(Chunk::len).sum();
+        out.buffered = queued - out.pos;
+        before - out.buffered
     }
 
     /// Writes queued bytes until the queue is empty (`Ok(true)`) or the socket would block (`Ok(false)`).
     ///
     /// Several frames go out in one vectored write. Unlike the PHP version's `socket_write`, a write may be partial:
-    /// what is left stays queued, and the server calls this again on the next `WRITABLE` event.
+    /// what is left stays queued, and the server calls this again on the next `WRITABLE` event. Once everything is
+    /// written, the queue goes back to the loop's spare ones.
     pub fn write_pending(&mut self) -> io::Result<bool> {
-        while !self.out.is_empty() {
+        let Some(out) = self.out.as_deref_mut() else {
+            return Ok(true);
+        };
+        while !out.chunks.is_empty() {
             // Each chunk is one buffer, or two for a header and a payload kept apart.
-            let wanted = (2 * self.out.len()).min(MAX_SLICES);
-            let result = if wanted <= STACK_SLICES {
+            let wanted = (2 * out.chunks.len()).min(MAX_SLICES);
+            let result = if let (1, Some(chunk)) = (out.chunks.len(), out.chunks.front()) {
+                // One chunk (an echo, a chat line): `send` costs the kernel less than `writev`.
+                match chunk.parts(out.pos) {
+                    [[], body] => self.stream.write(body),
+                    [head, body] => self
+                        .stream
+                        .write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
+                }
+            } else if wanted <= STACK_SLICES {
                 let mut slices = [IoSlice::new(&[]); STACK_SLICES];
-                match gather(&self.out, self.out_pos, &mut slices) {
+                match gather(&out.chunks, out.pos, &mut slices) {
                     // One buffer (an echo, a chat line): `send` costs the kernel less than `writev`.
                     1 => self.stream.write(&slices[0]),
                     count => self.stream.write_vectored(&slices[..count]),
@@ -410,7 +526,7 @@ impl Connection {
             } else {
                 // A broadcast-heavy turn queues many small frames: one writev takes them all, not 32 at a time.
                 let mut slices = vec![IoSlice::new(&[]); wanted];
-                let count = gather(&self.out, self.out_pos, &mut slices);
+                let count = gather(&out.chunks, out.pos, &mut slices);
                 self.stream.write_vectored(&slices[..count])
             };
             let written = match result {
@@ -420,27 +536,43 @@ impl Connection {
                 Err(e) if would_block(&e) => return Ok(false),
                 Err(e) => return Err(e),
             };
-            self.advance(written);
+            out.advance(written);
         }
-        if self.out.capacity() > 16 {
-            self.out = VecDeque::new();
+        if let Some(out) = self.out.take() {
+            recycle_outbox(out);
         }
         Ok(true)
+    }
+}
+
+impl Outbox {
+    /// Where the control chunks at the front of the queue end: a chunk that is half written stays first, then come
+    /// the control chunks, then the data. Control chunks are few (at most `MAX_QUEUED_PONGS` pongs, a ping, the
+    /// `101`), so the walk is short.
+    fn controls_end(&self) -> usize {
+        let mut at = usize::from(self.pos > 0);
+        while self.chunks.get(at).is_some_and(Chunk::is_control) {
+            at += 1;
+        }
+        at.min(self.chunks.len())
     }
 
     fn advance(&mut self, mut written: usize) {
         self.buffered -= written;
-        while let Some(front) = self.out.front() {
-            let left = front.len() - self.out_pos;
+        while let Some(front) = self.chunks.front() {
+            let left = front.len() - self.pos;
             if written < left {
-                self.out_pos += written;
+                self.pos += written;
                 return;
             }
             written -= left;
-            self.out_pos = 0;
-            if let Some(done) = self.out.pop_front() {
+            self.pos = 0;
+            if let Some(done) = self.chunks.pop_front() {
                 if !done.is_control() {
                     self.data_queued -= done.len();
+                }
+                if let Bytes::Owned(buf) = done.body {
+                    recycle(buf);
                 }
             }
         }
@@ -502,6 +634,47 @@ mod tests {
         assert_eq!(conn.read_buf, sent);
     }
 
+    #[test]
+    fn an_idle_connection_holds_no_queue_and_a_busy_one_reuses_one_without_allocating() {
+        let (mut conn, _peer) = connection();
+        assert!(conn.out.is_none());
+        conn.push_control(b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec());
+        assert!(conn.write_pending().expect("write"));
+        assert!(conn.out.is_none(), "written out, the queue is given back");
+        assert_eq!(
+            (conn.buffered(), conn.backlog(), conn.discard_unsent()),
+            (0, 0, 0)
+        );
+        // Every message takes the queue the one before it gave back: the same allocation.
+        conn.push(Chunk::owned(vec![0x81, 0x01, b'a']));
+        let first = std::ptr::from_ref(queue(&conn));
+        for _ in 0..100 {
+            assert!(conn.write_pending().expect("write"));
+            conn.push(Chunk::owned(vec![0x81, 0x01, b'a']));
+            assert!(std::ptr::eq(queue(&conn), first));
+        }
+    }
+
+    /// Guards the idle memory budget: a server holds one `Connection` per client in its slab, busy or idle, so every
+    /// byte here is about 10 KB per 10,000 idle connections. Rarely used state belongs out of line (as the queue
+    /// and the fragment state are). The figure is 176 bytes where mio's `TcpStream` is a bare 4-byte descriptor
+    /// (release builds), 184 with the 16-byte one of debug builds, which adds a selector id.
+    #[test]
+    fn a_connection_stays_within_the_idle_memory_budget() {
+        let budget = if std::mem::size_of::<TcpStream>() > 4 {
+            184
+        } else {
+            176
+        };
+        let size = std::mem::size_of::<Connection>();
+        assert!(size <= budget, "Connection is {size} bytes, over {budget}");
+    }
+
+    /// The connection's queue, which a test has given something to write.
+    fn queue(conn: &Connection) -> &Outbox {
+        conn.out.as_deref().expect("something is queued")
+    }
+
     /// A connection over a real loopback socket (nothing is written unless a test calls `write_pending`).
     fn connection() -> (Connection, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -520,6 +693,44 @@ mod tests {
     }
 
     #[test]
+    fn a_written_out_frame_buffer_is_reused_and_the_spare_ones_stay_few() {
+        let (mut conn, mut peer) = connection();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        let mut frame = spare_buffer(16 << 10);
+        frame.resize(16 << 10, 0x5a);
+        let at = frame.as_ptr();
+        conn.push(Chunk::owned(frame));
+        assert!(conn
+            .write_pending()
+            .expect("a loopback socket takes 16 KiB"));
+        let next = spare_buffer(16 << 10);
+        assert_eq!(next.as_ptr(), at, "the next frame reuses it");
+        drop(next);
+        // However many are written out at once, only `SPARE_COUNT` are kept, and none too large or too small.
+        for len in [100, 1 << 20]
+            .into_iter()
+            .chain([16 << 10; 2 * SPARE_COUNT])
+        {
+            conn.push(Chunk::owned(vec![0; len]));
+        }
+        let mut buf = vec![0; 1 << 16];
+        while !conn.write_pending().expect("write") {
+            let n = peer.read(&mut buf).expect("read");
+            assert!(n > 0, "the socket closed early");
+        }
+        let kept = SPARE.with(|spare| {
+            let spare = spare.borrow();
+            let spare = &spare.buffers;
+            assert!(spare
+                .iter()
+                .all(|b| (SPARE_MIN..=SPARE_MAX).contains(&b.capacity())));
+            spare.len()
+        });
+        assert_eq!(kept, SPARE_COUNT);
+    }
+
+    #[test]
     fn the_message_going_out_is_not_backlog_even_behind_a_pong() {
         let (mut conn, _peer) = connection();
         let entry = std::mem::size_of::<Chunk>();
@@ -527,7 +738,7 @@ mod tests {
         assert_eq!(conn.backlog(), entry);
         conn.push_pong(vec![0x8a, 0x00]);
         assert!(
-            conn.out.front().is_some_and(Chunk::is_control),
+            queue(&conn).chunks.front().is_some_and(Chunk::is_control),
             "the pong goes first"
         );
         assert_eq!(
@@ -647,10 +858,13 @@ mod tests {
         };
         for i in 0..100_000 {
             conn.push_pong(pong(i));
-            assert!(conn.out.len() <= 1 + MAX_QUEUED_PONGS, "after {i} pings");
+            assert!(
+                queue(&conn).chunks.len() <= 1 + MAX_QUEUED_PONGS,
+                "after {i} pings"
+            );
         }
-        let queued: usize = conn.out.iter().map(Chunk::len).sum();
-        assert_eq!(conn.buffered(), queued - conn.out_pos, "the accounting");
+        let queued: usize = queue(&conn).chunks.iter().map(Chunk::len).sum();
+        assert_eq!(conn.buffered(), queued - queue(&conn).pos, "the accounting");
 
         let mut expected = Head::new(true, OpCode::Binary, payload.len())
             .as_bytes()

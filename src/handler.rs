@@ -103,7 +103,9 @@ impl Outgoing<'_> {
                 (Head::new(true, opcode, payload.len()), payload)
             }
             payload => {
-                let mut frame = Vec::new();
+                let mut frame = crate::connection::spare_buffer(
+                    frame::header_len(payload.len(), false) + payload.len(),
+                );
                 frame::encode(&mut frame, true, opcode, &payload);
                 (Head::NONE, frame)
             }

@@ -52,11 +52,21 @@ pub enum Event<'a> {
 }
 
 /// Joins fragments into messages and checks every frame against the message-level rules.
+///
+/// A message in one frame needs no state at all, so the state of a fragmented one is boxed: allocated when such a
+/// message starts and freed by [`Assembler::release`] once it is delivered. An idle connection holds two words.
 #[derive(Debug, Default)]
 pub struct Assembler {
     /// The largest message, counted over all its fragments (§10.4).
     max_message: usize,
-    /// The data type of the fragmented message in progress, if any.
+    /// The fragmented message in progress, or just delivered and not yet released.
+    partial: Option<Box<Partial>>,
+}
+
+/// The state of a fragmented message.
+#[derive(Debug, Default)]
+struct Partial {
+    /// The data type of the message while it is in progress; `None` once delivered.
     open: Option<OpCode>,
     /// The fragments so far of a binary message.
     buf: Vec<u8>,
@@ -77,7 +87,13 @@ impl Assembler {
 
     /// True while a fragmented message has started and not yet finished.
     pub fn is_in_message(&self) -> bool {
-        self.open.is_some()
+        self.open().is_some()
+    }
+
+    /// The data type of the fragmented message in progress, if any.
+    #[inline]
+    fn open(&self) -> Option<OpCode> {
+        self.partial.as_ref().and_then(|partial| partial.open)
     }
 
     /// Takes one decoded frame. `Ok(None)` means a fragment was stored and the message is not complete yet.
@@ -133,49 +149,52 @@ impl Assembler {
     ) -> Result<bool, FrameError> {
         let announced = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
         let is_text = match header.opcode {
-            OpCode::Continuation if self.open.is_some() => {
+            OpCode::Continuation if self.open().is_some() => {
                 self.check_size(self.len(), announced)?;
-                self.open == Some(OpCode::Text)
+                self.open() == Some(OpCode::Text)
             }
             // Only where the frame limit is above the message limit (never in the server) does this catch more.
-            OpCode::Text | OpCode::Binary if self.open.is_none() => {
+            OpCode::Text | OpCode::Binary if self.open().is_none() => {
                 self.check_size(0, announced)?;
                 header.opcode == OpCode::Text
             }
             _ => false,
         };
         if is_text && first {
-            *utf8 = if header.opcode == OpCode::Continuation {
-                self.utf8
-            } else {
-                Utf8Stream::default()
+            *utf8 = match &self.partial {
+                Some(partial) if header.opcode == OpCode::Continuation => partial.utf8,
+                _ => Utf8Stream::default(),
             };
         }
         Ok(is_text)
     }
 
-    /// Frees the fragment buffer once its message has been delivered, so an idle connection holds none.
+    /// Frees the fragments' state and buffers once their message has been delivered, so an idle connection holds
+    /// none.
     #[inline]
     pub fn release(&mut self) {
-        if self.open.is_none() && (self.buf.capacity() > 0 || self.text.capacity() > 0) {
-            self.buf = Vec::new();
-            self.text = String::new();
+        if self.partial.is_some() && self.open().is_none() {
+            self.partial = None;
         }
     }
 
     /// The bytes of the message in progress so far.
     fn len(&self) -> usize {
-        self.buf.len() + self.text.len() + self.utf8.pending()
+        self.partial.as_ref().map_or(0, |partial| {
+            partial.buf.len() + partial.text.len() + partial.utf8.pending()
+        })
     }
 
     /// §5.4: a fragmented message's frames may only be interleaved with control frames; a continuation continues
     /// one. A frame out of that order is a protocol error whatever else is wrong with it (its length, say).
     pub fn check_order(&self, opcode: OpCode) -> Result<(), FrameError> {
         match opcode {
-            OpCode::Text | OpCode::Binary if self.open.is_some() => {
+            OpCode::Text | OpCode::Binary if self.open().is_some() => {
                 Err(FrameError::ExpectedContinuation)
             }
-            OpCode::Continuation if self.open.is_none() => Err(FrameError::UnexpectedContinuation),
+            OpCode::Continuation if self.open().is_none() => {
+                Err(FrameError::UnexpectedContinuation)
+            }
             _ => Ok(()),
         }
     }
@@ -191,30 +210,42 @@ impl Assembler {
         Ok(())
     }
 
+    /// Starts a fragmented message: its state is allocated here, or reused if the one before it in the same read
+    /// has not been released yet.
     fn start(&mut self, opcode: OpCode) {
-        self.open = Some(opcode);
-        self.buf.clear();
-        self.text.clear();
-        self.utf8 = Utf8Stream::default();
+        let partial = self.partial.get_or_insert_with(Box::default);
+        partial.open = Some(opcode);
+        partial.buf.clear();
+        partial.text.clear();
+        partial.utf8 = Utf8Stream::default();
     }
 
+    /// Only called with a message open (after `start`, or for a continuation that `check_order` let through).
     fn append(&mut self, payload: &[u8]) -> Result<(), FrameError> {
-        if self.open == Some(OpCode::Text) {
+        let Some(partial) = self.partial.as_deref_mut() else {
+            return Err(FrameError::UnexpectedContinuation);
+        };
+        if partial.open == Some(OpCode::Text) {
             // §8.1 fail fast: an invalid sequence fails on the fragment that carries it. The characters are checked
             // once, here, on their way into the text, which is then whole and valid when the last fragment comes.
-            let text = &mut self.text;
-            return self.utf8.push_with(payload, |whole| text.push_str(whole));
+            let text = &mut partial.text;
+            return partial
+                .utf8
+                .push_with(payload, |whole| text.push_str(whole));
         }
-        self.buf.extend_from_slice(payload);
+        partial.buf.extend_from_slice(payload);
         Ok(())
     }
 
     fn finish(&mut self) -> Result<Message<'_>, FrameError> {
-        if self.open.take() == Some(OpCode::Text) {
-            self.utf8.finish()?;
-            return Ok(Message::Text(&self.text));
+        let Some(partial) = self.partial.as_deref_mut() else {
+            return Err(FrameError::UnexpectedContinuation);
+        };
+        if partial.open.take() == Some(OpCode::Text) {
+            partial.utf8.finish()?;
+            return Ok(Message::Text(&partial.text));
         }
-        Ok(Message::Binary(&self.buf))
+        Ok(Message::Binary(&partial.buf))
     }
 }
 
@@ -575,6 +606,23 @@ mod tests {
             a.push(frame(true, OpCode::Continuation, b"cd")),
             Ok(Some(Event::Message(Message::Binary(b"abcd"))))
         );
+    }
+
+    #[test]
+    fn fragment_state_exists_only_while_a_fragmented_message_does() {
+        let mut a = Assembler::new(1024);
+        a.push(frame(true, OpCode::Text, b"whole")).unwrap();
+        assert!(a.partial.is_none(), "a message in one frame needs no state");
+        a.push(frame(false, OpCode::Text, b"h\xc3")).unwrap();
+        a.release();
+        assert!(a.partial.is_some(), "kept while the message is open");
+        assert_eq!(
+            a.push(frame(true, OpCode::Continuation, b"\xa9!")),
+            Ok(Some(Event::Message(Message::Text("hé!"))))
+        );
+        a.release();
+        assert!(a.partial.is_none(), "freed once the message is delivered");
+        assert_eq!(std::mem::size_of::<Assembler>(), 16);
     }
 
     #[test]
