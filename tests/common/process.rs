@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,11 @@ use super::TIMEOUT;
 /// does not; so this asks cargo to build it (a no-op when it is up to date), into the same target directory and
 /// profile.
 pub fn binary(example: &str) -> PathBuf {
+    binary_with(example, &[])
+}
+
+/// [`binary`], built with the cargo `features` (such as `redis`), as a test of a feature runs it.
+pub fn binary_with(example: &str, features: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
     let profile_dir = exe
         .parent()
@@ -37,6 +42,11 @@ pub fn binary(example: &str) -> PathBuf {
             "--profile",
             profile,
         ])
+        .args(if features.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--features".to_string(), features.join(",")]
+        })
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -65,7 +75,12 @@ impl Example {
     /// Starts `examples/NAME` with `--port 0` and `flags`; its first line must be `PREFIX` then `ADDR` then `SUFFIX`
     /// (the chatroom prints `chatroom on http://ADDR/ (Ctrl-C to stop)`).
     pub fn start(example: &str, flags: &[&str], prefix: &str, suffix: &str) -> Example {
-        let mut child = Command::new(binary(example))
+        Example::spawn(&binary(example), flags, prefix, suffix)
+    }
+
+    /// [`Example::start`] for a binary already built (see [`binary_with`]).
+    pub fn spawn(path: &Path, flags: &[&str], prefix: &str, suffix: &str) -> Example {
+        let mut child = Command::new(path)
             .args(["--port", "0"])
             .args(flags)
             .stdin(Stdio::null())
