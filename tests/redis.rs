@@ -879,3 +879,34 @@ fn remote_broadcast_crosses_nodes_and_is_refused_past_pending() {
     assert_eq!(text(&mut on_b), "after");
     assert_eq!(text(&mut on_a), "after");
 }
+
+/// The users a node stored before Redis restarted empty still leave when that node dies afterwards.
+#[test]
+#[ignore = "bug: after Redis restarts without its data, no node stores its users' presence again, so the users of a node killed later never leave"]
+fn a_node_killed_after_an_empty_restart_still_has_its_users_leave() {
+    let redis = Redis::start();
+    let survivor = node(&redis, &[]);
+    let doomed = node(&redis, &[]);
+    let mut users = vec![enter(survivor.addr), enter(doomed.addr)];
+    line_up(&mut users, "ready");
+    let theirs = users.pop().expect("the doomed node's user");
+
+    let port = redis.kill();
+    let redis = Redis::start_on(port);
+    say(&mut users[0].ws, "after the restart");
+    read_to(&mut users[0].ws, "after the restart");
+    // Every node has renewed its lease on the new Redis.
+    thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    signal(doomed.pid(), libc::SIGKILL);
+    let deadline = Duration::from_secs(15);
+    loop {
+        assert!(killed.elapsed() < deadline, "no leave within {deadline:?}");
+        let e = any_event(&mut users[0].ws);
+        if e["type"] == "leave" {
+            assert_eq!(e["id"], theirs.id, "{e}");
+            break;
+        }
+    }
+    drop(redis);
+}
