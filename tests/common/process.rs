@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,20 @@ use super::TIMEOUT;
 /// does not; so this asks cargo to build it (a no-op when it is up to date), into the same target directory and
 /// profile.
 pub fn binary(example: &str) -> PathBuf {
+    // Built with the features this test was built with (`cargo test --features redis`), so that one build does
+    // not undo another's.
+    binary_with(
+        example,
+        if cfg!(feature = "redis") {
+            &["redis"]
+        } else {
+            &[]
+        },
+    )
+}
+
+/// [`binary`], built with the cargo `features` (such as `redis`), as a test of a feature runs it.
+pub fn binary_with(example: &str, features: &[&str]) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
     let profile_dir = exe
         .parent()
@@ -29,21 +43,20 @@ pub fn binary(example: &str) -> PathBuf {
         None => panic!("no profile directory in {}", exe.display()),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args([
-        "build",
-        "--quiet",
-        "--example",
-        example,
-        "--profile",
-        profile,
-    ]);
-    // The example is built with the features this test was built with (`cargo test --features redis`), so that one
-    // build does not undo another's.
-    if cfg!(feature = "redis") {
-        build.args(["--features", "redis"]);
-    }
-    let status = build
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            example,
+            "--profile",
+            profile,
+        ])
+        .args(if features.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--features".to_string(), features.join(",")]
+        })
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -72,7 +85,12 @@ impl Example {
     /// Starts `examples/NAME` with `--port 0` and `flags`; its first line must be `PREFIX` then `ADDR` then `SUFFIX`
     /// (the chatroom prints `chatroom on http://ADDR/ (Ctrl-C to stop)`).
     pub fn start(example: &str, flags: &[&str], prefix: &str, suffix: &str) -> Example {
-        let mut child = Command::new(binary(example))
+        Example::spawn(&binary(example), flags, prefix, suffix)
+    }
+
+    /// [`Example::start`] for a binary already built (see [`binary_with`]).
+    pub fn spawn(path: &Path, flags: &[&str], prefix: &str, suffix: &str) -> Example {
+        let mut child = Command::new(path)
             .args(["--port", "0"])
             .args(flags)
             .stdin(Stdio::null())
