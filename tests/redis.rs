@@ -743,7 +743,6 @@ fn a_node_frozen_past_a_long_trim_says_it_fell_behind() {
 /// With a shorter stream (`--redis-maxlen 100`) the thawed node reads fewer than 512 entries at once, never checks
 /// the trim, and skips the lost entries without a word.
 #[test]
-#[ignore = "bug: a node that fell behind the trim by fewer entries than a read batch (512) does not say so"]
 fn a_node_frozen_past_a_short_trim_says_it_fell_behind() {
     let trimmed = past_the_trim(100, 1000);
     printed(&trimmed.slow, "fell behind the trim", TIMEOUT);
@@ -882,7 +881,6 @@ fn remote_broadcast_crosses_nodes_and_is_refused_past_pending() {
 
 /// The users a node stored before Redis restarted empty still leave when that node dies afterwards.
 #[test]
-#[ignore = "bug: after Redis restarts without its data, no node stores its users' presence again, so the users of a node killed later never leave"]
 fn a_node_killed_after_an_empty_restart_still_has_its_users_leave() {
     let redis = Redis::start();
     let survivor = node(&redis, &[]);

@@ -113,6 +113,9 @@ struct Shared {
     wake_writer: Condvar,
     /// Topics held by a connection of this node, with how many loops hold each.
     held: Mutex<HashMap<String, usize>>,
+    /// This node's users' presence values, by connection serial: what Redis should hold, so that the heartbeat can
+    /// write it again into a Redis that lost it.
+    presence: Mutex<HashMap<u64, String>>,
     is_stopped: AtomicBool,
 }
 
@@ -185,6 +188,7 @@ impl RedisRelay {
             queue: Mutex::new(Queue::default()),
             wake_writer: Condvar::new(),
             held: Mutex::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
             is_stopped: AtomicBool::new(false),
         });
         // The broadcast stream is always read: from just before the entries a starting node replays.
@@ -290,6 +294,13 @@ impl Relay for RedisRelay {
     }
 
     fn presence(&self, serial: u64, value: Option<&str>) {
+        {
+            let mut presence = lock(&self.shared.presence);
+            match value {
+                Some(value) => presence.insert(serial, value.to_string()),
+                None => presence.remove(&serial),
+            };
+        }
         self.push(Entry::Presence {
             serial,
             value: value.map(str::to_string),
@@ -649,7 +660,9 @@ impl Reader {
             let Some(last) = self.streams.get(&stream.key).cloned() else {
                 continue;
             };
-            if stream.ids.len() == READ_COUNT && last != "0-0" {
+            // A node behind the trim is behind by at least `maxlen` entries: its next read is that long (or full).
+            let behind = READ_COUNT.min(self.shared.config.maxlen.max(1));
+            if stream.ids.len() >= behind && last != "0-0" {
                 self.check_trim(conn, &stream.key, &last)?;
             }
             for entry in &stream.ids {
@@ -668,8 +681,9 @@ impl Reader {
         Ok(())
     }
 
-    /// A full batch: if the stream's oldest entry is newer than the last one delivered, the trim (`maxlen`) went
-    /// past this node. It says so and reads on from what is there rather than stalling.
+    /// A long batch: if the stream's oldest entry is newer than the last one delivered, the trim (`maxlen`) went
+    /// past this node. It says so and reads on from what is there rather than stalling. (A trim that stopped right
+    /// after the last entry delivered looks the same, and is reported too: the log errs on the side of saying so.)
     fn check_trim(&self, conn: &mut Connection, key: &str, last: &str) -> redis::RedisResult<()> {
         let oldest: Vec<(String, HashMap<String, Value>)> = redis::cmd("XRANGE")
             .arg(key)
@@ -762,6 +776,7 @@ fn beat(shared: &Shared, bus: &Bus, conn: &mut Connection, judge: bool) -> redis
         .arg(&me)
         .ignore()
         .query::<()>(conn)?;
+    restore_presence(shared, conn)?;
     let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(conn)?;
     let mut others = 0;
     let mut dead = Vec::new();
@@ -782,6 +797,27 @@ fn beat(shared: &Shared, bus: &Bus, conn: &mut Connection, judge: bool) -> redis
         reap(shared, bus, conn, node, &name)?;
     }
     Ok(())
+}
+
+/// A Redis that restarted without its data (or lost this node's presence some other way) holds fewer users of
+/// this node than it has: write them all again, so that they still leave if this node dies.
+fn restore_presence(shared: &Shared, conn: &mut Connection) -> redis::RedisResult<()> {
+    let key = presence_key(shared.node);
+    let held: usize = redis::cmd("HLEN").arg(&key).query(conn)?;
+    let presence = lock(&shared.presence).clone();
+    if held == presence.len() {
+        return Ok(());
+    }
+    info!(
+        "Redis holds {held} of this node's {} users' presence; writing them again",
+        presence.len()
+    );
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("DEL").arg(&key).ignore();
+    for (serial, value) in &presence {
+        pipe.cmd("HSET").arg(&key).arg(serial).arg(value).ignore();
+    }
+    pipe.query(conn)
 }
 
 /// A node's lease ran out: the one node that claims it announces each of its users' departure, once.
