@@ -76,10 +76,10 @@ pub struct Server {
     /// Which loop of the server this is (0 when it runs alone).
     loop_index: usize,
     /// Commands taken from this loop's inbox, being carried out.
-    inbox: VecDeque<crate::handler::Action>,
+    inbox: VecDeque<Action>,
     /// Publishes of this turn (and what a callback asked for after one), for the bus: with several loops they are
     /// delivered here when they come back round it, in the one order.
-    outbox: Vec<crate::handler::Action>,
+    outbox: Vec<Action>,
     scratch: Vec<u8>,
     actions: Vec<Action>,
     dirty: Vec<usize>,
@@ -597,7 +597,7 @@ impl Server {
                 return Some(0);
             }
         }
-        if self.stopping_since.is_some() {
+        if self.bus.users() >= self.config.max_users || self.stopping_since.is_some() {
             self.refuse(key, &HandshakeError::TooManyUsers);
             return Some(0);
         }
@@ -623,7 +623,8 @@ impl Server {
                 return Some(0);
             }
         };
-        // `max_users` counts the connections of every loop; the place is taken only once all else is accepted.
+        // `max_users` counts the connections of every loop; the place is taken only once all else is accepted (the
+        // check above spares the application's `accept` a request that would be refused anyway; this one is exact).
         if !self.bus.try_join(self.config.max_users) {
             self.refuse(key, &HandshakeError::TooManyUsers);
             return Some(0);
