@@ -182,36 +182,18 @@ impl Action {
 /// What callbacks can do: send to one connection, broadcast to all, publish to a topic's subscribers, close one,
 /// set timers, and look at the pool.
 pub struct Handle<'a> {
-    conns: &'a Slab<Connection>,
-    actions: &'a mut Vec<Action>,
-    topics: &'a mut Topics,
-    timers: &'a mut Timers,
-    bus: &'a Bus,
-    stats: Stats,
-    now: Instant,
+    pub(crate) conns: &'a Slab<Connection>,
+    pub(crate) actions: &'a mut Vec<Action>,
+    pub(crate) topics: &'a mut Topics,
+    pub(crate) timers: &'a mut Timers,
+    pub(crate) bus: &'a Bus,
+    /// Publishes a relay refused so far on this loop (the loop looks after a `close` callback).
+    pub(crate) refused: &'a mut u64,
+    pub(crate) stats: Stats,
+    pub(crate) now: Instant,
 }
 
-impl<'a> Handle<'a> {
-    pub(crate) fn new(
-        conns: &'a Slab<Connection>,
-        actions: &'a mut Vec<Action>,
-        topics: &'a mut Topics,
-        timers: &'a mut Timers,
-        bus: &'a Bus,
-        stats: Stats,
-        now: Instant,
-    ) -> Handle<'a> {
-        Handle {
-            conns,
-            actions,
-            topics,
-            timers,
-            bus,
-            stats,
-            now,
-        }
-    }
-
+impl Handle<'_> {
     /// Sends a message to one connection. Ignored if that connection is gone or closing.
     ///
     /// `msg` is a received [`Message`], a `&str` or `&[u8]` (copied), or a `String` or `Vec<u8>` (handed over; see
@@ -242,7 +224,11 @@ impl<'a> Handle<'a> {
 
     fn publish_to(&mut self, topic: Option<&str>, msg: Outgoing<'_>) -> bool {
         match self.bus.relay_publish(topic, &msg) {
-            Some(answer) => answer.is_ok(),
+            Some(Ok(())) => true,
+            Some(Err(_)) => {
+                *self.refused += 1;
+                false
+            }
             None => {
                 self.actions.push(Action::publish(topic, msg));
                 true
@@ -296,7 +282,7 @@ impl<'a> Handle<'a> {
 
     /// Calls [`Handler::timer`] with `token` once, `delay` from now (at the soonest on the loop's next turn).
     pub fn after(&mut self, delay: Duration, token: u64) -> TimerId {
-        self.timers.start(self.now + delay, None, token)
+        self.timers.start(self.now, delay, None, token)
     }
 
     /// Calls [`Handler::timer`] with `token` every `period` (at least 1 ms), the first time `period` from now,
@@ -304,7 +290,7 @@ impl<'a> Handle<'a> {
     /// them.
     pub fn every(&mut self, period: Duration, token: u64) -> TimerId {
         let period = period.max(Duration::from_millis(1));
-        self.timers.start(self.now + period, Some(period), token)
+        self.timers.start(self.now, period, Some(period), token)
     }
 
     /// Cancels a timer. Returns false if it had already fired (a one-shot) or was cancelled.

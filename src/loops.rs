@@ -14,7 +14,7 @@ use crate::bus::Bus;
 use crate::error::Error;
 use crate::handler::Handler;
 use crate::remote::Remote;
-use crate::server::{open, resolve, Config, Server};
+use crate::server::{open, resolve, Config, Server, StopOnExit};
 
 /// N loops on one port, each on its own thread with its own handler.
 ///
@@ -115,11 +115,18 @@ impl Loops {
                 .map(|(i, server)| {
                     thread::Builder::new()
                         .name(format!("wsloop-{}", i + 1))
-                        .spawn_scoped(scope, move || server.run(make(i + 1)))
+                        .spawn_scoped(scope, move || {
+                            // Building the handler may panic too: the other loops stop then as well.
+                            let _stop_all = StopOnExit(server.bus());
+                            server.run(make(i + 1))
+                        })
                 })
                 .collect::<Result<_, _>>()
                 .inspect_err(|_| self.bus.stop())?;
-            let mut result = first.run(make(0));
+            let mut result = {
+                let _stop_all = StopOnExit(first.bus());
+                first.run(make(0))
+            };
             for other in others {
                 let outcome = other
                     .join()

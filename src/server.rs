@@ -91,6 +91,8 @@ pub struct Server {
     is_applying: bool,
     /// Handshaked connections of this loop (the whole server's count is the bus's).
     users: usize,
+    /// Publishes a relay refused from this loop's callbacks (see `Server::close_callback`).
+    refused: u64,
     now: Instant,
     accept_paused_until: Option<Instant>,
     stopping_since: Option<Instant>,
@@ -137,7 +139,7 @@ impl Server {
             conns: Slab::new(),
             config,
             limits,
-            timers: Timers::default(),
+            timers: Timers::new(loop_index),
             topics: Topics::default(),
             bus,
             loop_index,
@@ -151,6 +153,7 @@ impl Server {
             more_to_read: Vec::new(),
             is_applying: false,
             users: 0,
+            refused: 0,
             now: Instant::now(),
             accept_paused_until: None,
             stopping_since: None,
@@ -168,17 +171,23 @@ impl Server {
         Remote::new(self.bus.clone())
     }
 
+    /// The bus this loop shares with the others.
+    pub(crate) fn bus(&self) -> Arc<Bus> {
+        self.bus.clone()
+    }
+
     /// What callbacks act through: this loop's pool, its queue of actions, its topics and timers.
     fn handle(&mut self) -> Handle<'_> {
-        Handle::new(
-            &self.conns,
-            &mut self.actions,
-            &mut self.topics,
-            &mut self.timers,
-            &self.bus,
-            self.stats,
-            self.now,
-        )
+        Handle {
+            conns: &self.conns,
+            actions: &mut self.actions,
+            topics: &mut self.topics,
+            timers: &mut self.timers,
+            bus: &self.bus,
+            refused: &mut self.refused,
+            stats: self.stats,
+            now: self.now,
+        }
     }
 
     /// The second half of `start_server()`: the PHP `while(TRUE)` around `socket_select`. Returns after a stop.
@@ -698,9 +707,8 @@ impl Server {
         self.arm(key, self.now + self.config.close_timeout);
         self.mark_dirty(key);
         if was_open {
-            self.leave(key, id);
-            handler.close(&mut self.handle(), id, code);
-            self.apply_actions(handler);
+            self.leave(key);
+            self.close_callback(handler, id, code);
         }
     }
 
@@ -713,26 +721,32 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());
         if conn.is_open() {
-            self.leave(key, conn.id);
-            handler.close(&mut self.handle(), conn.id, code);
-            self.apply_actions(handler);
+            self.leave(key);
+            self.close_callback(handler, conn.id, code);
+        }
+    }
+
+    /// The PHP `close` callback. Where nodes are joined through Redis, the user's presence is removed after it, and
+    /// only if what it published (a "leave", say) was taken: otherwise the presence stays, so that the user's
+    /// departure is still announced, by another node, when this one goes.
+    fn close_callback<H: Handler>(&mut self, handler: &mut H, id: ConnId, code: u16) {
+        let refused = self.refused;
+        handler.close(&mut self.handle(), id, code);
+        self.apply_actions(handler);
+        if let (Some(relay), true) = (self.bus.relay(), self.refused == refused) {
+            relay.presence(id.get(), None);
         }
     }
 
     /// An open connection stops carrying messages: it no longer counts as a user, and its subscriptions end
     /// (before its `close` callback runs, so a publish from there does not reach it).
-    fn leave(&mut self, key: usize, id: ConnId) {
+    fn leave(&mut self, key: usize) {
         self.users -= 1;
         self.bus.leave();
         match self.bus.relay() {
-            None => {
-                self.topics.leave(key, |_| {});
-            }
-            Some(relay) => {
-                self.topics.leave(key, |emptied| relay.release(emptied));
-                relay.presence(id.get(), None);
-            }
-        }
+            None => self.topics.leave(key, |_| {}),
+            Some(relay) => self.topics.leave(key, |emptied| relay.release(emptied)),
+        };
     }
 
     /// A stop was asked for: no more accepts or handshakes, close 1001 to every open connection, and drop those
@@ -763,7 +777,7 @@ impl Server {
 }
 
 /// Stops every loop of the server when one `run` ends, however it ends.
-struct StopOnExit(Arc<Bus>);
+pub(crate) struct StopOnExit(pub(crate) Arc<Bus>);
 
 impl Drop for StopOnExit {
     fn drop(&mut self) {

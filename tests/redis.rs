@@ -908,3 +908,41 @@ fn a_node_killed_after_an_empty_restart_still_has_its_users_leave() {
     }
     drop(redis);
 }
+
+/// A topic's first subscriber on a node gets what is published to it right after, by itself (the node follows the
+/// topic's stream from where it ended when the subscription was made, in the node's own order of writes, not from
+/// when its reader got round to it), and then what any node publishes.
+#[test]
+fn a_publish_right_after_the_first_subscribe_is_not_missed() {
+    let redis = Redis::start();
+    let (a, b) = (Node::start(&redis, 100), Node::start(&redis, 100));
+    let mut on_a = client(a.addr);
+    hello(&mut on_a);
+    let mut on_b = client(b.addr);
+    hello(&mut on_b);
+    for round in 0..5 {
+        let topic = format!("room{round}");
+        // Subscribe and publish at once: the publisher's own publish comes back to it.
+        say(&mut on_a, &format!("sub:{topic}"));
+        say(&mut on_a, &format!("pub:{topic}:A is in"));
+        assert_eq!(text(&mut on_a), format!("sub:{topic}:true:1"));
+        assert_eq!(text(&mut on_a), format!("pub:{topic}:A is in"));
+        say(&mut on_b, &format!("sub:{topic}"));
+        say(&mut on_b, &format!("pub:{topic}:B is in"));
+        assert_eq!(text(&mut on_b), format!("sub:{topic}:true:1"));
+        assert_eq!(text(&mut on_b), format!("pub:{topic}:B is in"));
+        assert_eq!(text(&mut on_a), format!("pub:{topic}:B is in"));
+        // Both held now: from each node at once, each subscriber gets both, in one order.
+        say(&mut on_a, &format!("pub:{topic}:from A"));
+        say(&mut on_b, &format!("pub:{topic}:from B"));
+        let seen_a = [text(&mut on_a), text(&mut on_a)];
+        let seen_b = [text(&mut on_b), text(&mut on_b)];
+        assert_eq!(seen_a, seen_b, "one order for {topic}");
+        let mut sorted = seen_a.to_vec();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [format!("pub:{topic}:from A"), format!("pub:{topic}:from B")]
+        );
+    }
+}

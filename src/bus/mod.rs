@@ -161,6 +161,20 @@ impl Bus {
         Some(relay.publish(topic, opcode, payload))
     }
 
+    /// The relay's reader waits here while a loop is behind on its inbox (more than `remote_queue` commands wait):
+    /// then the stream in Redis is the buffer, not this process's memory.
+    #[allow(dead_code)] // only with the `redis` feature
+    pub fn wait_for_room(&self, stopped: &AtomicBool) {
+        while !stopped.load(Ordering::Acquire)
+            && self
+                .inboxes
+                .iter()
+                .any(|inbox| lock(inbox).queue.len() > self.capacity)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// A publish came back from the relay: into every loop's inbox, in the relay's order.
     #[allow(dead_code)] // only with the `redis` feature
     pub fn deliver(&self, topic: Option<String>, opcode: OpCode, payload: Vec<u8>) {
@@ -200,7 +214,8 @@ impl Bus {
 
     /// Handshaked connections on every node, as far as this one knows.
     pub fn all_users(&self) -> usize {
-        self.users() + self.remote_users.load(Ordering::Relaxed)
+        self.users()
+            .saturating_add(self.remote_users.load(Ordering::Relaxed))
     }
 
     /// Pushes a command for one loop.

@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use redis::streams::StreamReadReply;
 use redis::{Connection, Value};
 
@@ -81,10 +81,6 @@ fn presence_key(node: u64) -> String {
     format!("wsloop:presence:{node:016x}")
 }
 
-fn reaped_key(node: u64) -> String {
-    format!("wsloop:reaped:{node:016x}")
-}
-
 /// What the writer writes, in order.
 enum Entry {
     Publish {
@@ -95,6 +91,10 @@ enum Entry {
     },
     /// A user's presence value (`None`: the user left).
     Presence { serial: u64, value: Option<String> },
+    /// A topic this node starts to hold: the writer notes where its stream ends, in this node's own order of
+    /// writes, and the reader follows it from there. So nothing published after the subscribe, by this node or
+    /// by one whose publish Redis took after that point, is missed.
+    Hold(String),
 }
 
 #[derive(Default)]
@@ -113,6 +113,8 @@ struct Shared {
     wake_writer: Condvar,
     /// Topics held by a connection of this node, with how many loops hold each.
     held: Mutex<HashMap<String, usize>>,
+    /// Where the reader starts each newly held topic's stream, as the writer found it.
+    starts: Mutex<HashMap<String, String>>,
     /// This node's users' presence values, by connection serial: what Redis should hold, so that the heartbeat can
     /// write it again into a Redis that lost it.
     presence: Mutex<HashMap<u64, String>>,
@@ -171,8 +173,11 @@ impl Backoff {
 
 impl RedisRelay {
     /// Checks that Redis answers at `config.url`, reads what a node replays at start, and starts the helper threads
-    /// (which stop when the bus stops).
-    pub(crate) fn start(config: RedisConfig, bus: &Arc<Bus>) -> Result<RedisRelay, String> {
+    /// (which end in `finish`, once every loop has stopped).
+    pub(crate) fn start(mut config: RedisConfig, bus: &Arc<Bus>) -> Result<RedisRelay, String> {
+        // A lease renewed every third of it needs some length; and a stream keeps at least one entry.
+        config.lease = config.lease.max(Duration::from_millis(300));
+        config.maxlen = config.maxlen.max(1);
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| format!("bad Redis URL {:?}: {e}", config.url))?;
         let mut conn = connect(&client, Duration::from_secs(2))
@@ -188,6 +193,7 @@ impl RedisRelay {
             queue: Mutex::new(Queue::default()),
             wake_writer: Condvar::new(),
             held: Mutex::new(HashMap::new()),
+            starts: Mutex::new(HashMap::new()),
             presence: Mutex::new(HashMap::new()),
             is_stopped: AtomicBool::new(false),
         });
@@ -278,9 +284,13 @@ impl Relay for RedisRelay {
     }
 
     fn hold(&self, topic: &str) {
-        *lock(&self.shared.held)
-            .entry(topic.to_string())
-            .or_default() += 1;
+        let mut held = lock(&self.shared.held);
+        let loops = held.entry(topic.to_string()).or_default();
+        *loops += 1;
+        if *loops == 1 {
+            drop(held);
+            self.push(Entry::Hold(topic.to_string()));
+        }
     }
 
     fn release(&self, topic: &str) {
@@ -419,6 +429,7 @@ fn write_loop(shared: &Shared, client: &redis::Client) {
     let mut backoff = Backoff::new();
     let mut batch: Vec<Entry> = Vec::new();
     let mut since_down: Option<Instant> = None;
+    let mut refusals = 0;
     loop {
         if batch.is_empty() {
             let mut queue = lock(&shared.queue);
@@ -459,8 +470,22 @@ fn write_loop(shared: &Shared, client: &redis::Client) {
         for entry in &batch {
             add_to(&mut pipe, shared, entry);
         }
-        match pipe.query::<()>(conn.as_mut().expect("connected above")) {
-            Ok(()) => {
+        // Only a `Hold`'s XREVRANGE is answered (the rest is ignored): one answer per hold, in order.
+        match pipe.query::<Vec<Vec<(String, HashMap<String, Value>)>>>(
+            conn.as_mut().expect("connected above"),
+        ) {
+            Ok(tails) => {
+                refusals = 0;
+                let holds = batch.iter().filter_map(|e| match e {
+                    Entry::Hold(topic) => Some(topic),
+                    _ => None,
+                });
+                let mut starts = lock(&shared.starts);
+                for (topic, tail) in holds.zip(tails) {
+                    let start = tail.first().map_or("0-0".to_string(), |(id, _)| id.clone());
+                    starts.insert(topic.clone(), start);
+                }
+                drop(starts);
                 let published = batch
                     .iter()
                     .filter(|e| matches!(e, Entry::Publish { .. }))
@@ -474,6 +499,24 @@ fn write_loop(shared: &Shared, client: &redis::Client) {
                         since.elapsed().as_secs_f64()
                     );
                 }
+            }
+            Err(e) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
+                // Redis answered, and refused (out of memory, a key of another type): writing the same batch
+                // again would stall this node for good. It is tried a few times, then dropped, loudly.
+                refusals += 1;
+                if refusals < 3 {
+                    warn!("Redis writer: Redis refused a batch ({e}); trying it again");
+                    backoff.wait(shared);
+                    continue;
+                }
+                let published = batch
+                    .iter()
+                    .filter(|e| matches!(e, Entry::Publish { .. }))
+                    .count();
+                error!("Redis writer: Redis refused a batch 3 times ({e}); dropping its {published} publishes");
+                lock(&shared.queue).publishes -= published;
+                batch.clear();
+                refusals = 0;
             }
             Err(e) => {
                 // The batch stays, in order, and is written again: the reader drops any entry written twice.
@@ -529,6 +572,14 @@ fn add_to(pipe: &mut redis::Pipeline, shared: &Shared, entry: &Entry) {
                 .arg(serial)
                 .arg(value)
                 .ignore();
+        }
+        Entry::Hold(topic) => {
+            pipe.cmd("XREVRANGE")
+                .arg(stream_key(Some(topic)))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
         }
         Entry::Presence {
             serial,
@@ -589,7 +640,9 @@ impl Reader {
                 }
             }
             let c = conn.as_mut().expect("connected above");
-            if let Err(e) = self.follow_topics(c).and_then(|()| self.read(c)) {
+            self.follow_topics();
+            self.bus.wait_for_room(&self.shared.is_stopped);
+            if let Err(e) = self.read(c) {
                 warn!("Redis reader: {e}; reconnecting");
                 since_down = Some(Instant::now());
                 conn = None;
@@ -600,21 +653,28 @@ impl Reader {
 
     /// Starts reading the streams of topics a connection of this node now holds (from their end: what was
     /// published before anyone here subscribed is not delivered), and stops reading those nobody holds.
-    fn follow_topics(&mut self, conn: &mut Connection) -> redis::RedisResult<()> {
-        let wanted: Vec<String> = lock(&self.shared.held).keys().cloned().collect();
+    fn follow_topics(&mut self) {
+        let wanted: std::collections::HashSet<String> = lock(&self.shared.held)
+            .keys()
+            .map(|t| stream_key(Some(t)))
+            .collect();
         let broadcast = stream_key(None);
-        self.streams.retain(|key, _| {
-            *key == broadcast || wanted.iter().any(|t| stream_key(Some(t)) == *key)
-        });
-        for topic in wanted {
-            let key = stream_key(Some(&topic));
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.streams.entry(key) {
-                let (start, _) = read_tail(conn, slot.key(), 0)?;
-                debug!("Redis reader: following {} after {start}", slot.key());
-                slot.insert(start);
+        self.streams
+            .retain(|key, _| *key == broadcast || wanted.contains(key));
+        // What was delivered from a stream no longer followed is forgotten: followed again, it starts afresh.
+        let streams = &self.streams;
+        self.delivered
+            .retain(|(key, _), _| streams.contains_key(key));
+        let mut starts = lock(&self.shared.starts);
+        starts.retain(|topic, start| {
+            let key = stream_key(Some(topic));
+            if !wanted.contains(&key) {
+                return false; // released again before it was followed
             }
-        }
-        Ok(())
+            debug!("Redis reader: following {key} after {start}");
+            self.streams.insert(key, std::mem::take(start));
+            false
+        });
     }
 
     /// On every (re)connection: if Redis restarted (a new `run_id`), each stream it no longer has, or whose newest
@@ -739,6 +799,7 @@ fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
     // A node judges others only after holding a lease of its own for a whole lease: after an outage every node
     // needs that long to renew, and none may be taken for dead meanwhile.
     let mut judging_from: Option<Instant> = None;
+    let mut presence_off = 0;
     while !shared.is_stopped.load(Ordering::Acquire) {
         if conn.is_none() {
             conn = connect(client, Duration::from_secs(2)).ok();
@@ -746,7 +807,9 @@ fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
         }
         if let Some(c) = conn.as_mut() {
             let judge = *judging_from.get_or_insert_with(|| Instant::now() + shared.config.lease);
-            match beat(shared, bus, c, Instant::now() >= judge) {
+            // A node that is stopping judges no one: what it announced would go to loops that are closing.
+            let is_judging = Instant::now() >= judge && !bus.is_stopped();
+            match beat(shared, bus, c, is_judging, &mut presence_off) {
                 Ok(()) => {}
                 Err(e) => {
                     debug!("Redis heartbeat: {e}");
@@ -762,7 +825,13 @@ fn heartbeat_loop(shared: &Shared, bus: &Bus, client: &redis::Client) {
 }
 
 /// One heartbeat: renew the lease, count the other nodes' users, reap the dead.
-fn beat(shared: &Shared, bus: &Bus, conn: &mut Connection, judge: bool) -> redis::RedisResult<()> {
+fn beat(
+    shared: &Shared,
+    bus: &Bus,
+    conn: &mut Connection,
+    judge: bool,
+    presence_off: &mut u32,
+) -> redis::RedisResult<()> {
     let me = format!("{:x}", shared.node);
     redis::pipe()
         .cmd("SET")
@@ -776,9 +845,9 @@ fn beat(shared: &Shared, bus: &Bus, conn: &mut Connection, judge: bool) -> redis
         .arg(&me)
         .ignore()
         .query::<()>(conn)?;
-    restore_presence(shared, conn)?;
+    restore_presence(shared, conn, presence_off)?;
     let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query(conn)?;
-    let mut others = 0;
+    let mut others: usize = 0;
     let mut dead = Vec::new();
     for name in nodes.into_iter().filter(|n| *n != me) {
         let Ok(node) = u64::from_str_radix(&name, 16) else {
@@ -786,7 +855,7 @@ fn beat(shared: &Shared, bus: &Bus, conn: &mut Connection, judge: bool) -> redis
         };
         let users: Option<usize> = redis::cmd("GET").arg(lease_key(node)).query(conn)?;
         match users {
-            Some(n) => others += n,
+            Some(n) => others = others.saturating_add(n),
             None if judge => dead.push((node, name)),
             None => {}
         }
@@ -794,20 +863,32 @@ fn beat(shared: &Shared, bus: &Bus, conn: &mut Connection, judge: bool) -> redis
     // The count first, so that the departures announced next say how many are left.
     bus.set_remote_users(others);
     for (node, name) in dead {
-        reap(shared, bus, conn, node, &name)?;
+        reap(bus, conn, node, &name)?;
     }
     Ok(())
 }
 
 /// A Redis that restarted without its data (or lost this node's presence some other way) holds fewer users of
-/// this node than it has: write them all again, so that they still leave if this node dies.
-fn restore_presence(shared: &Shared, conn: &mut Connection) -> redis::RedisResult<()> {
+/// this node than it has: write them all again, so that they still leave if this node dies. A count that differs
+/// for one beat may be the writer's queue catching up; only one that differs on two beats in a row is mended, or at
+/// once when Redis holds none.
+fn restore_presence(
+    shared: &Shared,
+    conn: &mut Connection,
+    off: &mut u32,
+) -> redis::RedisResult<()> {
     let key = presence_key(shared.node);
     let held: usize = redis::cmd("HLEN").arg(&key).query(conn)?;
-    let presence = lock(&shared.presence).clone();
-    if held == presence.len() {
+    if held == lock(&shared.presence).len() {
+        *off = 0;
         return Ok(());
     }
+    *off += 1;
+    if *off < 2 && held > 0 {
+        return Ok(()); // an empty hash (a Redis that lost its data) is mended at once
+    }
+    *off = 0;
+    let presence = lock(&shared.presence).clone();
     info!(
         "Redis holds {held} of this node's {} users' presence; writing them again",
         presence.len()
@@ -820,34 +901,13 @@ fn restore_presence(shared: &Shared, conn: &mut Connection) -> redis::RedisResul
     pipe.query(conn)
 }
 
-/// A node's lease ran out: the one node that claims it announces each of its users' departure, once.
-fn reap(
-    shared: &Shared,
-    bus: &Bus,
-    conn: &mut Connection,
-    node: u64,
-    name: &str,
-) -> redis::RedisResult<()> {
-    let claimed: Option<String> = redis::cmd("SET")
-        .arg(reaped_key(node))
-        .arg(format!("{:x}", shared.node))
-        .arg("NX")
-        .arg("PX")
-        .arg(60_000)
-        .query(conn)?;
-    if claimed.is_none() {
-        return Ok(()); // another node is reaping it
-    }
-    let users: HashMap<String, String> =
-        redis::cmd("HGETALL").arg(presence_key(node)).query(conn)?;
-    warn!(
-        "node {name} stopped renewing its lease; announcing its {} users' departure",
-        users.len()
-    );
-    for value in users.into_values() {
-        bus.departed(value);
-    }
-    redis::pipe()
+/// A node's lease ran out: its users' presence is taken from Redis and its name struck off in one transaction, so
+/// that of all the nodes that find it dead at once, one gets the users, and announces each departure once.
+fn reap(bus: &Bus, conn: &mut Connection, node: u64, name: &str) -> redis::RedisResult<()> {
+    let (users,): (HashMap<String, String>,) = redis::pipe()
+        .atomic()
+        .cmd("HGETALL")
+        .arg(presence_key(node))
         .cmd("DEL")
         .arg(presence_key(node))
         .ignore()
@@ -855,5 +915,15 @@ fn reap(
         .arg(NODES)
         .arg(name)
         .ignore()
-        .query::<()>(conn)
+        .query(conn)?;
+    if !users.is_empty() {
+        warn!(
+            "node {name} stopped renewing its lease; announcing its {} users' departure",
+            users.len()
+        );
+    }
+    for value in users.into_values() {
+        bus.departed(value);
+    }
+    Ok(())
 }

@@ -23,9 +23,20 @@ use crate::message::{Assembler, Probe};
 /// The heap key of an application timer (connection keys are slab keys, which never come near it).
 const APP: usize = usize::MAX;
 
-/// Identifies an application timer, to cancel it.
+/// Identifies an application timer, to cancel it. It names the loop that set it, so that cancelling it on another
+/// loop cancels nothing there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerId(u64);
+
+/// A delay too long for the clock (`Duration::MAX`, say) is taken as this long: for a timer, never.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + delay`, without the overflow panic of `Instant + Duration`.
+pub(crate) fn later(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(NEVER))
+        .unwrap_or(now)
+}
 
 /// An application timer: when it is next due, how often it repeats, and what it hands to the callback.
 struct AppTimer {
@@ -40,27 +51,56 @@ pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     app: HashMap<u64, AppTimer>,
     last_id: u64,
+    /// The loop's index, in the high 16 bits of every id it gives out.
+    loop_bits: u64,
+    /// Heap entries of cancelled application timers, waiting to come up and be skipped.
+    cancelled: usize,
     /// The entries due in this turn, taken off the heap before any is handled (a buffer kept between turns).
     due: Vec<(Instant, usize, u64)>,
 }
 
 impl Timers {
-    /// Sets an application timer.
-    pub fn start(&mut self, at: Instant, period: Option<Duration>, token: u64) -> TimerId {
+    /// The timers of loop `loop_index`.
+    pub fn new(loop_index: usize) -> Timers {
+        Timers {
+            loop_bits: (loop_index as u64 & 0xffff) << 48,
+            ..Timers::default()
+        }
+    }
+
+    /// Sets an application timer, due `delay` after `now`.
+    pub fn start(
+        &mut self,
+        now: Instant,
+        delay: Duration,
+        period: Option<Duration>,
+        token: u64,
+    ) -> TimerId {
+        let at = later(now, delay);
         self.last_id += 1;
-        let id = self.last_id;
+        let id = self.loop_bits | (self.last_id & ((1 << 48) - 1));
         self.app.insert(id, AppTimer { at, period, token });
         self.heap.push(Reverse((at, APP, id)));
         TimerId(id)
     }
 
-    /// Cancels an application timer; its heap entry is skipped when it comes up.
+    /// Cancels an application timer; its heap entry is skipped when it comes up, unless so many wait to be skipped
+    /// that the heap is rebuilt without them (timers of an hour set and cancelled by every connection, say).
     pub fn cancel(&mut self, id: TimerId) -> bool {
-        let removed = self.app.remove(&id.0).is_some();
-        if removed && self.app.len() * 4 < self.app.capacity() && self.app.capacity() > 64 {
+        if self.app.remove(&id.0).is_none() {
+            return false;
+        }
+        self.cancelled += 1;
+        if self.cancelled > 64 && self.cancelled > 2 * self.app.len() {
+            let app = &self.app;
+            self.heap
+                .retain(|Reverse((_, key, id))| *key != APP || app.contains_key(id));
+            self.cancelled = 0;
+        }
+        if self.app.len() * 4 < self.app.capacity() && self.app.capacity() > 64 {
             self.app.shrink_to(self.app.len() * 2);
         }
-        removed
+        true
     }
 
     fn next(&self) -> Option<Instant> {
@@ -179,17 +219,17 @@ impl Server {
             Some(period) => {
                 // Catch up by skipping, not by firing again and again: the next call is a period after this one,
                 // or a period from now if the loop came that late.
-                let next = at + period;
+                let next = later(at, period);
                 timer.at = if next > self.now {
                     next
                 } else {
-                    self.now + period
+                    later(self.now, period)
                 };
                 let next = timer.at;
                 self.timers.heap.push(Reverse((next, APP, id)));
             }
             None => {
-                self.timers.cancel(TimerId(id));
+                self.timers.app.remove(&id);
             }
         }
         handler.timer(&mut self.handle(), token);
