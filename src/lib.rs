@@ -25,7 +25,7 @@
 //!   the connections' timeouts use.
 //! - **Several loops** (`loops.rs`): [`Loops`] runs the PHP loop N times over, one per thread, on one port; every
 //!   subscriber on every loop sees publishes in one and the same order (see `bus/mod.rs`).
-//! - **Several machines** (`bus/redis.rs`, cargo feature `redis`): `Loops::redis` joins nodes through Redis
+//! - **Several machines** (`bus/redis/`, cargo feature `redis`): `Loops::redis` joins nodes through Redis
 //!   Streams, one order per topic on every node.
 //!
 //! # Layout

@@ -12,7 +12,7 @@
 //! (users, connection serials) are atomics here too; nothing here is touched per message unless the message is a
 //! publish that crosses loops.
 //!
-//! **A relay** (`redis.rs`, behind the cargo feature `redis`) joins the loops of several nodes. With one, a
+//! **A relay** (`redis/`, behind the cargo feature `redis`) joins the loops of several nodes. With one, a
 //! publish is handed to it instead of to the inboxes, and comes back through [`Bus::deliver`] in the relay's order,
 //! on every node, the publisher's included.
 
