@@ -19,10 +19,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import * as shared from './page.mjs';
+
+const { sleep, canConnect, say, rename } = shared;
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PORT = Number(process.env.CHAT_PORT);
@@ -92,19 +94,7 @@ async function stopServer() {
   }
 }
 
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    const done = (ok) => { socket.destroy(); resolve(ok); };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 // Whatever happens, do not leave the server behind. (Playwright closes its own browser on exit.)
 process.on('exit', () => { if (server) server.kill('SIGKILL'); });
@@ -134,9 +124,6 @@ async function openPage(name, contextOptions) {
   return page;
 }
 
-function shot(page, file) {
-  return page.screenshot({ path: path.join(ARTIFACTS, file), fullPage: false, timeout: WAIT });
-}
 
 // --- reading the page through its test hooks -------------------------------------------------
 // #state[data-state], #users[data-count], #messages > li[data-kind][data-id][data-mine]
@@ -148,44 +135,10 @@ const waitState = (page, state, timeout = WAIT) =>
 const waitUsers = (page, count) =>
   page.waitForSelector(`#users[data-count="${count}"]`);
 
-// Wait until the list holds an entry of this kind matching every given field; return its fields.
-async function waitEntry(page, want) {
-  const handle = await page.waitForFunction((want) => {
-    for (const li of document.querySelectorAll('#messages > li[data-kind]')) {
-      const got = {
-        kind: li.dataset.kind,
-        id: li.dataset.id,
-        mine: li.dataset.mine,
-        names: [...li.querySelectorAll('.name')].map((n) => n.textContent),
-        text: li.querySelector('.text')?.textContent ?? li.textContent,
-      };
-      if (want.kind !== undefined && got.kind !== want.kind) continue;
-      if (want.id !== undefined && got.id !== String(want.id)) continue;
-      if (want.mine !== undefined && got.mine !== String(want.mine)) continue;
-      if (want.name !== undefined && got.names[0] !== want.name) continue;
-      if (want.newName !== undefined && got.names[1] !== want.newName) continue;
-      if (want.text !== undefined && got.text !== want.text) continue;
-      if (want.includes !== undefined && !got.text.includes(want.includes)) continue;
-      return got;
-    }
-    return null;
-  }, want, { timeout: WAIT });
-  return handle.jsonValue();
-}
 
 const count = (page, selector) => page.locator(selector).count();
 
-// Type into the message box and press Enter, as a person would.
-async function say(page, text) {
-  await page.fill('#text', text);
-  await page.press('#text', 'Enter');
-  await page.waitForFunction(() => document.getElementById('text').value === '');
-}
 
-async function rename(page, name) {
-  await page.fill('#nick', name);
-  await page.press('#nick', 'Enter');
-}
 
 // --- the test ----------------------------------------------------------------------------------
 
@@ -357,3 +310,11 @@ test('the page shows the lost server and reconnects when it is back', { timeout:
 
   assert.deepEqual(pages.alice.errors, [], 'no script errors on the first page');
 });
+
+function shot(page, file) {
+  return shared.shot(page, ARTIFACTS, file, WAIT);
+}
+
+function waitEntry(page, want) {
+  return shared.waitEntry(page, want, WAIT);
+}

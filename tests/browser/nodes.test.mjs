@@ -21,10 +21,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import * as shared from './page.mjs';
+
+const { sleep, canConnect, say, rename } = shared;
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const PORTS = (process.env.CHAT_PORTS || '').split(',').map(Number);
@@ -55,19 +57,7 @@ const PIDS_FILE = path.join(ARTIFACTS, 'nodes.pids');
 
 const children = [];     // { name, child, log }
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    const done = (ok) => { socket.destroy(); resolve(ok); };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
-}
 
 // Starts `cmd args`, logging to ARTIFACTS/<name>.log; ready once `port` accepts a TCP connection and, if given,
 // `ready` has appeared in its output.
@@ -139,40 +129,12 @@ async function openPage(name, node, contextOptions) {
   return page;
 }
 
-function shot(page, file) {
-  return page.screenshot({ path: path.join(ARTIFACTS, file), fullPage: false, timeout: WAIT });
-}
 
 // #state[data-state], #users[data-count], #messages > li[data-kind][data-id][data-mine][data-earlier],
 // with .name and .text inside (as tests/browser/chat.test.mjs reads them).
 const waitState = (page, state) => page.waitForSelector(`#state[data-state="${state}"]`, { timeout: WAIT });
 const waitUsers = (page, n) => page.waitForSelector(`#users[data-count="${n}"]`, { timeout: COUNT });
 
-async function waitEntry(page, want) {
-  const handle = await page.waitForFunction((want) => {
-    for (const li of document.querySelectorAll('#messages > li[data-kind]')) {
-      const got = {
-        kind: li.dataset.kind,
-        id: li.dataset.id,
-        mine: li.dataset.mine,
-        earlier: li.dataset.earlier,
-        names: [...li.querySelectorAll('.name')].map((n) => n.textContent),
-        text: li.querySelector('.text')?.textContent ?? li.textContent,
-      };
-      if (want.kind !== undefined && got.kind !== want.kind) continue;
-      if (want.id !== undefined && got.id !== String(want.id)) continue;
-      if (want.mine !== undefined && got.mine !== String(want.mine)) continue;
-      if (want.earlier !== undefined && got.earlier !== String(want.earlier)) continue;
-      if (want.name !== undefined && got.names[0] !== want.name) continue;
-      if (want.newName !== undefined && got.names[1] !== want.newName) continue;
-      if (want.text !== undefined && got.text !== want.text) continue;
-      if (want.includes !== undefined && !got.text.includes(want.includes)) continue;
-      return got;
-    }
-    return null;
-  }, want, { timeout: WAIT });
-  return handle.jsonValue();
-}
 
 // The chat messages a page shows, in order: "id: text", those shown as earlier (history) or live.
 function messages(page, earlier) {
@@ -180,16 +142,7 @@ function messages(page, earlier) {
     (lis) => lis.map((li) => `${li.dataset.id}: ${li.querySelector('.text').textContent}`));
 }
 
-async function say(page, text) {
-  await page.fill('#text', text);
-  await page.press('#text', 'Enter');
-  await page.waitForFunction(() => document.getElementById('text').value === '');
-}
 
-async function rename(page, name) {
-  await page.fill('#nick', name);
-  await page.press('#nick', 'Enter');
-}
 
 // --- the test ----------------------------------------------------------------------------------
 
@@ -304,3 +257,11 @@ test('a third page, opened later on node 2, shows the earlier messages as histor
     assert.deepEqual(pages[name].errors, [], `no script errors or dialogs on ${name}'s page`);
   }
 });
+
+function shot(page, file) {
+  return shared.shot(page, ARTIFACTS, file, WAIT);
+}
+
+function waitEntry(page, want) {
+  return shared.waitEntry(page, want, WAIT);
+}
