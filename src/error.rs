@@ -65,8 +65,6 @@ pub enum FrameError {
         /// The configured maximum.
         max: u64,
     },
-    /// The application refuses this data type (the chatroom refuses binary messages).
-    Unsupported,
     /// A message was still incomplete this long after its first byte arrived (`Config::message_timeout`).
     MessageTimeout(Duration),
 }
@@ -77,7 +75,6 @@ impl FrameError {
         match self {
             FrameError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
             FrameError::MessageTooBig { .. } => close_code::MESSAGE_TOO_BIG,
-            FrameError::Unsupported => close_code::UNSUPPORTED_DATA,
             FrameError::MessageTimeout(_) => close_code::POLICY_VIOLATION,
             _ => close_code::PROTOCOL_ERROR,
         }
@@ -139,7 +136,6 @@ impl fmt::Display for FrameError {
                     "message of {size} bytes is over the limit of {max} (RFC 6455 section 10.4)"
                 )
             }
-            FrameError::Unsupported => write!(f, "the application does not accept this data type"),
             FrameError::MessageTimeout(limit) => {
                 write!(f, "message still incomplete {limit:?} after its first byte")
             }

@@ -20,7 +20,7 @@
 //!
 //! - **Topics** (`topics.rs`): [`Handle::subscribe`], [`Handle::publish`]; a publish walks only the topic's subscribers.
 //! - **Other threads** (`remote.rs`, `bus/mod.rs`, `server/inbox.rs`): a [`Remote`] pushes into the loop's bounded
-//!   inbox and wakes it through its [`WAKER`]; the loop carries the command out on its own thread.
+//!   inbox and wakes it through its `WAKER`; the loop carries the command out on its own thread.
 //! - **Timers** (`server/timers.rs`): [`Handle::after`], [`Handle::every`], [`Handler::timer`], in the deadline heap
 //!   the connections' timeouts use.
 //! - **Several loops** (`loops.rs`): [`Loops`] runs the PHP loop N times over, one per thread, on one port; every
@@ -83,7 +83,7 @@ pub use handler::{Handle, Handler, Outgoing};
 pub use loops::Loops;
 pub use message::Message;
 pub use remote::Remote;
-pub use server::{Config, Server, Stats, TimerId, LISTENER, WAKER};
+pub use server::{Config, Server, Stats, TimerId};
 
 #[cfg(feature = "redis")]
 pub use bus::redis::RedisConfig;

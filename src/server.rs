@@ -45,9 +45,9 @@ pub use timers::TimerId;
 pub(crate) use timers::Timers;
 
 /// The listening socket's token. Connection tokens are slab keys, which never come near it.
-pub const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of the waker through which other threads and loops reach this loop ([`Remote`]).
-pub const WAKER: Token = Token(usize::MAX);
+pub(crate) const WAKER: Token = Token(usize::MAX);
 
 /// How long accepting pauses when the process is out of file descriptors (or the kernel out of buffers).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

@@ -312,11 +312,13 @@ fn parse_chat_line(payload: &[u8]) -> (usize, usize) {
 // ---------------------------------------------------------------------------------------------------------------
 // The server in a child process.
 
-/// The server side of the tests that run this binary again: does nothing unless `WSLOOP_SOAK_CHILD` is set.
+/// The server side of the tests that run this binary again: not a test of its own (ignored, so that no test run
+/// takes it for one), and it does nothing unless `WSLOOP_SOAK_CHILD` is set.
 ///
 /// The child serves until its stdin closes (when the test that started it ends, even by a panic) or
 /// `CHILD_LIFETIME` passes. It logs `RUST_LOG` to stderr.
 #[test]
+#[ignore = "the child half of the tests that run a server in a process of its own; they start it themselves"]
 fn child_server_process() {
     let Ok(app) = env::var(CHILD_APP) else {
         return;
@@ -365,6 +367,7 @@ impl ChildServer {
             .args([
                 "--exact",
                 "child_server_process",
+                "--include-ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
