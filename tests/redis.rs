@@ -852,20 +852,23 @@ fn remote_broadcast_crosses_nodes_and_is_refused_past_pending() {
     assert_eq!(text(&mut on_a), "from A", "A's own, once it came back");
 
     redis.freeze();
-    for i in 0..3 {
-        a.remote
-            .broadcast(format!("kept {i}"))
-            .expect("three are kept");
-    }
-    assert_eq!(
-        a.remote.broadcast("one too many"),
-        Err(RemoteError::Full),
-        "past pending"
-    );
+    // A counts a publish as kept until its writer has Redis's answer for it, which for "from A" may still be on its
+    // way (its readers can deliver it first): so two or three more are kept now, never more, then `Full`.
+    let mut kept = 0;
+    let refused = loop {
+        let msg = format!("kept {kept}");
+        match a.remote.broadcast(msg.as_str()) {
+            Ok(()) => kept += 1,
+            Err(e) => break (e, msg),
+        }
+        assert!(kept <= 3, "more kept than pending allows");
+    };
+    assert_eq!(refused.0, RemoteError::Full, "past pending");
+    assert!(kept >= 2, "only {kept} kept");
     thread::sleep(Duration::from_millis(500));
     redis.thaw();
     for ws in [&mut on_b, &mut on_a] {
-        for i in 0..3 {
+        for i in 0..kept {
             assert_eq!(text(ws), format!("kept {i}"));
         }
     }
