@@ -28,6 +28,7 @@ fn decode(c: &mut Criterion) {
         let server = Limits {
             max_payload: 1 << 30,
             require_mask: true,
+            deflate: false,
         };
         group.bench_with_input(BenchmarkId::new("masked", len), &masked, |b, input| {
             b.iter_batched_ref(
@@ -44,6 +45,7 @@ fn decode(c: &mut Criterion) {
         let client = Limits {
             max_payload: 1 << 30,
             require_mask: false,
+            deflate: false,
         };
         group.bench_with_input(BenchmarkId::new("unmasked", len), &plain, |b, input| {
             let mut buf = input.clone();
@@ -101,6 +103,7 @@ fn partial_text(c: &mut Criterion) {
     let server = Limits {
         max_payload: 1 << 30,
         require_mask: true,
+        deflate: false,
     };
     const READ: usize = 64 << 10;
     group.throughput(Throughput::Bytes(text.len() as u64));

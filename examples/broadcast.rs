@@ -71,6 +71,9 @@ fn main() {
     let args = args::parse("broadcast", defaults, false);
     let config = Config {
         max_users: args.max_users,
+        // permessage-deflate with `--deflate` (RFC 7692): no context kept on either side, so a connection holds
+        // no zlib state between messages (`--deflate-takeover` keeps it, for comparison).
+        deflate: args.deflate(),
         ..Config::default()
     };
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).

@@ -158,10 +158,16 @@ impl Handler for Chatroom {
 
 fn main() {
     args::init_logging();
-    let args = args::parse("chatroom", args::Args::new(8080, 100, 65536), true);
+    let defaults = args::Args {
+        deflate: true,
+        ..args::Args::new(8080, 100, 65536)
+    };
+    let args = args::parse("chatroom", defaults, true);
     let config = Config {
         max_users: args.max_users,
         max_message: args.max_message,
+        // Every browser offers permessage-deflate (RFC 7692); chat's JSON shrinks well. `--no-deflate` declines it.
+        deflate: args.deflate(),
         ..Config::default()
     };
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).

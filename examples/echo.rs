@@ -3,7 +3,7 @@
 //! This is the server the Autobahn Testsuite and the load tests talk to. Run it with
 //!
 //! ```text
-//! cargo run --release --example echo -- --port 9001 --max-users 10000 [--threads 2]
+//! cargo run --release --example echo -- --port 9001 --max-users 10000 [--threads 2] [--deflate]
 //! ```
 //!
 //! and try it from another terminal with any WebSocket client, e.g. `python3 -m websockets ws://127.0.0.1:9001/`.
@@ -29,6 +29,9 @@ fn main() {
     let args = args::parse("echo", defaults, false);
     let config = Config {
         max_users: args.max_users,
+        // permessage-deflate with `--deflate` (RFC 7692): no context kept on either side, so a connection holds
+        // no zlib state between messages (`--deflate-takeover` keeps it, for comparison).
+        deflate: args.deflate(),
         ..Config::default()
     };
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).

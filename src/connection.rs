@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::deflate::Session;
 use crate::error::{interrupted, would_block};
 use crate::frame::Head;
 use crate::message::{Assembler, Probe};
@@ -175,7 +176,7 @@ pub(crate) enum Bytes {
 }
 
 impl Bytes {
-    fn as_slice(&self) -> &[u8] {
+    pub fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Owned(v) => v,
             Bytes::Shared(v) => v,
@@ -320,6 +321,8 @@ pub(crate) struct Connection {
     pub is_dirty: bool,
     /// What waits to be written; `None` when nothing does.
     out: Option<Box<Outbox>>,
+    /// permessage-deflate, if the handshake agreed to it.
+    pub deflate: Option<Box<Session>>,
 }
 
 impl Connection {
@@ -347,6 +350,7 @@ impl Connection {
             is_awaiting_pong: false,
             is_dirty: false,
             out: None,
+            deflate: None,
         }
     }
 
@@ -657,14 +661,15 @@ mod tests {
 
     /// Guards the idle memory budget: a server holds one `Connection` per client in its slab, busy or idle, so every
     /// byte here is about 10 KB per 10,000 idle connections. Rarely used state belongs out of line (as the queue
-    /// and the fragment state are). The figure is 176 bytes where mio's `TcpStream` is a bare 4-byte descriptor
-    /// (release builds), 184 with the 16-byte one of debug builds, which adds a selector id.
+    /// and the fragment state are). The figure is 184 bytes where mio's `TcpStream` is a bare 4-byte descriptor
+    /// (release builds), 192 with the 16-byte one of debug builds, which adds a selector id; 8 of them are the
+    /// pointer to the permessage-deflate session, whatever the session holds.
     #[test]
     fn a_connection_stays_within_the_idle_memory_budget() {
         let budget = if std::mem::size_of::<TcpStream>() > 4 {
-            184
+            192
         } else {
-            176
+            184
         };
         let size = std::mem::size_of::<Connection>();
         assert!(size <= budget, "Connection is {size} bytes, over {budget}");

@@ -23,7 +23,7 @@ pub mod close_code {
     pub const NO_STATUS: u16 = 1005;
     /// 1006: the connection was dropped without a close frame (never sent on the wire; reported to callbacks).
     pub const ABNORMAL: u16 = 1006;
-    /// 1007: a text message that is not valid UTF-8.
+    /// 1007: a text message that is not valid UTF-8, or a compressed one that does not inflate.
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// 1008: a policy violation (here: a receiver too slow to keep up, or a message too slow to arrive).
     pub const POLICY_VIOLATION: u16 = 1008;
@@ -65,6 +65,8 @@ pub enum FrameError {
         /// The configured maximum.
         max: u64,
     },
+    /// RFC 7692: a compressed message whose payload is not a deflate stream (zlib's word for what is wrong).
+    BadCompression(&'static str),
     /// A message was still incomplete this long after its first byte arrived (`Config::message_timeout`).
     MessageTimeout(Duration),
 }
@@ -73,7 +75,7 @@ impl FrameError {
     /// The close code sent to the peer for this error (RFC 6455 §7.4.1).
     pub fn close_code(&self) -> u16 {
         match self {
-            FrameError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            FrameError::InvalidUtf8 | FrameError::BadCompression(_) => close_code::INVALID_PAYLOAD,
             FrameError::MessageTooBig { .. } => close_code::MESSAGE_TOO_BIG,
             FrameError::MessageTimeout(_) => close_code::POLICY_VIOLATION,
             _ => close_code::PROTOCOL_ERROR,
@@ -138,6 +140,9 @@ impl fmt::Display for FrameError {
             }
             FrameError::MessageTimeout(limit) => {
                 write!(f, "message still incomplete {limit:?} after its first byte")
+            }
+            FrameError::BadCompression(why) => {
+                write!(f, "compressed message does not inflate: {why} (RFC 7692)")
             }
         }
     }

@@ -55,6 +55,8 @@ pub const WRITEV_MIN: usize = 1024;
 
 const FIN: u8 = 0x80;
 const RSV: u8 = 0x70;
+/// RFC 7692 §6: RSV1 (in [`Header::rsv`]'s low three bits) marks the first frame of a compressed message.
+pub const RSV1_COMPRESSED: u8 = 0b100;
 const OPCODE: u8 = 0x0f;
 const MASK: u8 = 0x80;
 const PAYLOAD_LEN: u8 = 0x7f;
@@ -115,6 +117,8 @@ pub struct Limits {
     pub max_payload: u64,
     /// §5.1: frames from a client must be masked. A client-side decoder sets this to `false`.
     pub require_mask: bool,
+    /// permessage-deflate was negotiated: RSV1 may mark the first frame of a compressed message (RFC 7692 §6).
+    pub deflate: bool,
 }
 
 impl Default for Limits {
@@ -123,6 +127,7 @@ impl Default for Limits {
         Limits {
             max_payload: 16 << 20,
             require_mask: true,
+            deflate: false,
         }
     }
 }
@@ -132,7 +137,7 @@ impl Default for Limits {
 pub struct Header {
     /// Last frame of a message.
     pub fin: bool,
-    /// RSV1-3 as the low three bits (always 0 here: no extensions are negotiated).
+    /// RSV1-3 as the low three bits: 0, or [`RSV1_COMPRESSED`] on the first frame of a compressed message.
     pub rsv: u8,
     /// What the payload is.
     pub opcode: OpCode,
@@ -180,12 +185,12 @@ pub fn decode_header(buf: &[u8], limits: &Limits) -> Result<Status<Header>, Fram
     let (b0, b1) = match buf {
         [b0, b1, ..] => (*b0, *b1),
         [b0] => {
-            check_first_byte(*b0)?;
+            check_first_byte(*b0, limits)?;
             return Ok(Status::Partial);
         }
         [] => return Ok(Status::Partial),
     };
-    let opcode = check_first_byte(b0)?;
+    let opcode = check_first_byte(b0, limits)?;
     let fin = b0 & FIN != 0;
     let masked = b1 & MASK != 0;
     // RFC 6455 §5.1: the server MUST close the connection on an unmasked frame.
@@ -241,13 +246,18 @@ pub fn decode_header(buf: &[u8], limits: &Limits) -> Result<Status<Header>, Fram
     }))
 }
 
-/// §5.2: no extension is negotiated, so RSV1-3 must be 0 and the opcode must be a defined one.
+/// §5.2: RSV1-3 must be 0 unless an extension gives them a meaning, and the opcode must be a defined one. RFC 7692
+/// §6 gives RSV1 one: a compressed message, marked on its first frame only, never on a control frame or a
+/// continuation (§6.1).
 #[inline]
-fn check_first_byte(b0: u8) -> Result<OpCode, FrameError> {
-    if b0 & RSV != 0 {
-        return Err(FrameError::ReservedBits((b0 & RSV) >> 4));
+fn check_first_byte(b0: u8, limits: &Limits) -> Result<OpCode, FrameError> {
+    let opcode = OpCode::from_u8(b0 & OPCODE);
+    let rsv = (b0 & RSV) >> 4;
+    let may_compress = limits.deflate && matches!(opcode, Some(OpCode::Text | OpCode::Binary));
+    if rsv != 0 && !(rsv == RSV1_COMPRESSED && may_compress) {
+        return Err(FrameError::ReservedBits(rsv));
     }
-    OpCode::from_u8(b0 & OPCODE).ok_or(FrameError::UnknownOpcode(b0 & OPCODE))
+    opcode.ok_or(FrameError::UnknownOpcode(b0 & OPCODE))
 }
 
 /// Decodes one frame from the front of `buf`, unmasking its payload in place.
@@ -284,7 +294,10 @@ pub fn decode_body<'a>(
     let payload = &mut frame[header.header_len..];
     let (payload, text) = match header.masking_key {
         // Invalid text is left to the assembler, which says what is wrong with it.
-        Some(key) if unmasked == 0 && header.opcode == OpCode::Text && header.fin => {
+        // (A compressed payload is not text until it is inflated.)
+        Some(key)
+            if unmasked == 0 && header.opcode == OpCode::Text && header.fin && header.rsv == 0 =>
+        {
             utf8::unmask_text(payload, key)
         }
         Some(key) => {
@@ -431,6 +444,13 @@ impl Head {
     /// The header of an unmasked (server to client) frame carrying `payload_len` bytes.
     pub fn new(fin: bool, opcode: OpCode, payload_len: usize) -> Head {
         Head::build(fin, opcode, payload_len, None)
+    }
+
+    /// The header of a whole compressed message (RFC 7692 §6: RSV1 set on its one frame).
+    pub fn compressed(opcode: OpCode, payload_len: usize) -> Head {
+        let mut head = Head::build(true, opcode, payload_len, None);
+        head.bytes[0] |= RSV1_COMPRESSED << 4;
+        head
     }
 
     fn build(fin: bool, opcode: OpCode, payload_len: usize, masking_key: Option<[u8; 4]>) -> Head {
@@ -713,6 +733,50 @@ mod tests {
         let (_, _, payload, used) = complete(&mut two, &client());
         assert_eq!((payload.as_slice(), used), (&b"Hello"[..], 11));
         assert_eq!(complete(&mut two[used..], &client()).2, b"Hello");
+    }
+
+    #[test]
+    fn with_deflate_rsv1_marks_only_a_data_frame_that_starts_a_message() {
+        let deflate = Limits {
+            deflate: true,
+            ..Limits::default()
+        };
+        // RFC 7692 §7.2.3.1's compressed "Hello" (c1 = FIN + RSV1 + text), masked with a zero key.
+        let mut hello = [
+            0xc1, 0x87, 0, 0, 0, 0, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00,
+        ];
+        match decode(&mut hello, &deflate) {
+            Ok(Status::Complete((f, 13))) => {
+                assert_eq!(
+                    (f.rsv, f.opcode, f.text),
+                    (RSV1_COMPRESSED, OpCode::Text, None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let binary = [0xc2, 0x80, 0, 0, 0, 0];
+        assert!(matches!(
+            decode(&mut binary.clone(), &deflate),
+            Ok(Status::Complete(_))
+        ));
+        assert_eq!(
+            decode(&mut binary.clone(), &client()),
+            Err(FrameError::ReservedBits(4))
+        );
+        // §6.1: never on a continuation or a control frame; RSV2 and RSV3 stay reserved.
+        for b0 in [0xc0, 0xc9, 0xca, 0xc8, 0xe1, 0xd1, 0xa1] {
+            let mut frame = [b0, 0x80, 0, 0, 0, 0];
+            let err = decode(&mut frame, &deflate).unwrap_err();
+            assert!(
+                matches!(err, FrameError::ReservedBits(_)),
+                "{b0:#x}: {err:?}"
+            );
+            assert_eq!(
+                decode_header(&[b0], &deflate).unwrap_err(),
+                err,
+                "seen from the first byte alone"
+            );
+        }
     }
 
     /// One row per contract line: input bytes and the error, with its close code.

@@ -177,10 +177,11 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha1.digest().bytes())
 }
 
-/// The `101 Switching Protocols` response for `key`, with the chosen subprotocol if any.
+/// The `101 Switching Protocols` response for `key`, with the chosen subprotocol and the accepted extensions (the
+/// value of `Sec-WebSocket-Extensions`), if any.
 ///
-/// Extensions the client offered (e.g. permessage-deflate) are declined by leaving them out (§9.1).
-pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
+/// Extensions the client offered and the server declines are left out (§9.1).
+pub fn switching_protocols(key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         accept_key(key)
@@ -188,6 +189,11 @@ pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
     if let Some(protocol) = protocol {
         response.push_str("Sec-WebSocket-Protocol: ");
         response.push_str(protocol);
+        response.push_str("\r\n");
+    }
+    if let Some(extensions) = extensions {
+        response.push_str("Sec-WebSocket-Extensions: ");
+        response.push_str(extensions);
         response.push_str("\r\n");
     }
     response.push_str("\r\n");
@@ -306,13 +312,14 @@ mod tests {
         assert_eq!(req.path, "/chat");
         assert_eq!(req.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
         let key = validate(&req).unwrap();
-        let response = String::from_utf8(switching_protocols(key, None)).unwrap();
+        let response = String::from_utf8(switching_protocols(key, None, None)).unwrap();
         assert_eq!(
             response,
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         );
-        let with_protocol = String::from_utf8(switching_protocols(key, Some("chat"))).unwrap();
+        let with_protocol =
+            String::from_utf8(switching_protocols(key, Some("chat"), None)).unwrap();
         assert!(with_protocol.ends_with("Sec-WebSocket-Protocol: chat\r\n\r\n"));
     }
 

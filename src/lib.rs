@@ -66,6 +66,7 @@
 
 mod bus;
 mod connection;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 mod handler;

@@ -6,8 +6,9 @@
 //! checked against the size limit before it grows. Text is validated as it arrives, so invalid UTF-8 fails on the
 //! fragment that carries it (RFC 6455 §8.1), not at the end. Nothing in this module touches a socket.
 
+use crate::deflate::Inflater;
 use crate::error::FrameError;
-use crate::frame::{self, Frame, Header, Limits, OpCode};
+use crate::frame::{self, Frame, Header, Limits, OpCode, RSV1_COMPRESSED};
 use crate::utf8;
 use crate::Status;
 
@@ -57,10 +58,21 @@ pub enum Event<'a> {
 /// message starts and freed by [`Assembler::release`] once it is delivered. An idle connection holds two words.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    /// The largest message, counted over all its fragments (§10.4).
+    /// The largest message, counted over all its fragments (§10.4); for a compressed one, inflated.
     max_message: usize,
-    /// The fragmented message in progress, or just delivered and not yet released.
+    /// The fragmented (or compressed) message in progress, or just delivered and not yet released.
     partial: Option<Box<Partial>>,
+}
+
+/// The inflater a compressed message goes through ([`Assembler::push_with`]).
+#[derive(Debug)]
+pub enum Inflate<'i> {
+    /// The connection's own, for a client that keeps its compression context from one message to the next
+    /// (RFC 7692 §7.1.1.2): every compressed message goes through it.
+    Own(&'i mut Inflater),
+    /// Its loop's, shared by connections whose clients start every message afresh: borrowed for a compressed
+    /// message in one frame, and left ready for the next message whatever happens to this one.
+    Shared(&'i mut Inflater),
 }
 
 /// The state of a fragmented message.
@@ -74,6 +86,10 @@ struct Partial {
     text: String,
     /// A character cut by the end of a text fragment, until the next one finishes it.
     utf8: Utf8Stream,
+    /// The message is compressed (RSV1 on its first frame, RFC 7692 §6): its fragments are inflated as they come.
+    is_compressed: bool,
+    /// An inflater borrowed for a compressed message in several frames, when the connection has none of its own.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Assembler {
@@ -96,9 +112,34 @@ impl Assembler {
         self.partial.as_ref().and_then(|partial| partial.open)
     }
 
+    /// True while the message in progress is a compressed one (RFC 7692).
+    #[inline]
+    pub fn is_compressed(&self) -> bool {
+        self.partial
+            .as_ref()
+            .is_some_and(|partial| partial.open.is_some() && partial.is_compressed)
+    }
+
     /// Takes one decoded frame. `Ok(None)` means a fragment was stored and the message is not complete yet.
+    ///
+    /// A compressed message (RFC 7692) goes through an inflater made for it, as if its client started every
+    /// message afresh; [`Assembler::push_with`] says which to use.
     #[inline]
     pub fn push<'a>(&'a mut self, frame: Frame<'a>) -> Result<Option<Event<'a>>, FrameError> {
+        self.push_with(frame, None)
+    }
+
+    /// [`Assembler::push`], with the inflater a compressed message goes through.
+    #[inline]
+    pub fn push_with<'a>(
+        &'a mut self,
+        frame: Frame<'a>,
+        inflate: Option<Inflate<'_>>,
+    ) -> Result<Option<Event<'a>>, FrameError> {
+        let is_data = !frame.opcode.is_control();
+        if is_data && (frame.rsv == RSV1_COMPRESSED || self.is_compressed()) {
+            return self.push_compressed(frame, inflate);
+        }
         match frame.opcode {
             OpCode::Ping => Ok(Some(Event::Ping(frame.payload))),
             OpCode::Pong => Ok(Some(Event::Pong(frame.payload))),
@@ -134,6 +175,52 @@ impl Assembler {
         }
     }
 
+    /// A frame of a compressed message: inflated as it comes, each piece counted against the limit and checked as
+    /// text before it is kept, so neither a bomb nor invalid UTF-8 gets further than its first piece (§8.1).
+    #[inline(never)]
+    fn push_compressed<'a>(
+        &'a mut self,
+        frame: Frame<'a>,
+        inflate: Option<Inflate<'_>>,
+    ) -> Result<Option<Event<'a>>, FrameError> {
+        self.check_order(frame.opcode)?;
+        if frame.opcode != OpCode::Continuation {
+            self.start(frame.opcode);
+        }
+        let max = self.max_message;
+        let partial = self
+            .partial
+            .as_deref_mut()
+            .ok_or(FrameError::UnexpectedContinuation)?;
+        partial.is_compressed = true;
+        // Whose inflater: the connection's own; else the loop's for a message in one frame; else one made for
+        // this message, kept in its state until its last frame.
+        let mut borrowed: Option<Box<Inflater>> = None;
+        let is_whole = frame.fin && frame.opcode != OpCode::Continuation;
+        let inflater: &mut Inflater = match inflate {
+            Some(Inflate::Own(own)) => own,
+            Some(Inflate::Shared(shared)) if is_whole => shared,
+            _ => borrowed.insert(
+                partial
+                    .inflater
+                    .take()
+                    .unwrap_or_else(|| Box::new(Inflater::new(15, false))),
+            ),
+        };
+        let result = inflater.inflate(frame.payload, frame.fin, &mut |piece| {
+            partial.keep(piece, max)
+        });
+        if result.is_err() {
+            inflater.reset(); // a shared one serves the next message of another connection
+        }
+        result?;
+        if !frame.fin {
+            partial.inflater = borrowed;
+            return Ok(None);
+        }
+        self.finish().map(|m| Some(Event::Message(m)))
+    }
+
     /// Fail-fast for a frame that is still arriving: checks what its header already shows (the message's size
     /// limit), and says whether its payload is text to be checked as it comes (`utf8` set up for it on the `first`
     /// call for the frame: a continuation goes on from where the message's text stands). A continuation whose
@@ -148,6 +235,10 @@ impl Assembler {
         utf8: &mut Utf8Stream,
     ) -> Result<bool, FrameError> {
         let announced = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+        // A compressed payload says nothing of the message's size or text until it is inflated, whole.
+        if self.is_compressed() || header.rsv == RSV1_COMPRESSED {
+            return Ok(false);
+        }
         let is_text = match header.opcode {
             OpCode::Continuation if self.open().is_some() => {
                 self.check_size(self.len(), announced)?;
@@ -218,6 +309,8 @@ impl Assembler {
         partial.buf.clear();
         partial.text.clear();
         partial.utf8 = Utf8Stream::default();
+        partial.is_compressed = false;
+        partial.inflater = None;
     }
 
     /// Only called with a message open (after `start`, or for a continuation that `check_order` let through).
@@ -246,6 +339,40 @@ impl Assembler {
             return Ok(Message::Text(&partial.text));
         }
         Ok(Message::Binary(&partial.buf))
+    }
+}
+
+impl Partial {
+    /// Keeps one inflated piece of a compressed message, once it is known to fit under `max` bytes and, for text,
+    /// to go on as valid UTF-8. Storage grows by doubling but never past `max`, so a message refused for its size
+    /// has not been given more memory than the limit.
+    fn keep(&mut self, piece: &[u8], max: usize) -> Result<(), FrameError> {
+        let have = self.buf.len() + self.text.len() + self.utf8.pending();
+        let size = have.saturating_add(piece.len());
+        if size > max {
+            return Err(FrameError::MessageTooBig {
+                size: size as u64,
+                max: max as u64,
+            });
+        }
+        let grow = |capacity: usize, len: usize| {
+            let wanted = capacity.saturating_mul(2).max(len + piece.len()).min(max);
+            wanted.saturating_sub(len)
+        };
+        if self.open == Some(OpCode::Text) {
+            if self.text.capacity() < self.text.len() + piece.len() {
+                self.text
+                    .reserve_exact(grow(self.text.capacity(), self.text.len()));
+            }
+            let text = &mut self.text;
+            return self.utf8.push_with(piece, |whole| text.push_str(whole));
+        }
+        if self.buf.capacity() < self.buf.len() + piece.len() {
+            self.buf
+                .reserve_exact(grow(self.buf.capacity(), self.buf.len()));
+        }
+        self.buf.extend_from_slice(piece);
+        Ok(())
     }
 }
 
@@ -870,6 +997,7 @@ mod tests {
         let limits = Limits {
             max_payload: 1000,
             require_mask: true,
+            deflate: false,
         };
         let mut text = vec![0xff];
         text.extend_from_slice(&[b'a'; 19]);
@@ -995,6 +1123,7 @@ mod tests {
         let limits = Limits {
             max_payload: 10,
             require_mask: true,
+            deflate: false,
         };
         let header_of = |opcode| {
             let mut bytes = Vec::new();

@@ -25,6 +25,7 @@ use slab::Slab;
 
 use crate::bus::Bus;
 use crate::connection::{Chunk, Closing, ConnId, Connection};
+use crate::deflate::Session;
 use crate::error::{close_code, interrupted, would_block, Error, FrameError, HandshakeError};
 use crate::frame::{self, Limits, OpCode};
 use crate::handler::{Action, Handle, Handler};
@@ -35,6 +36,7 @@ use crate::topics::Topics;
 use crate::Status;
 
 mod config;
+mod deflate;
 mod inbox;
 mod outbound;
 mod timers;
@@ -67,6 +69,8 @@ pub struct Server {
     conns: Slab<Connection>,
     config: Config,
     limits: Limits,
+    /// permessage-deflate's streams for the sides that start every message afresh, one set per loop.
+    streams: deflate::Streams,
     /// Deadlines: the connections' and the application's timers.
     timers: Timers,
     /// Who holds which topic, on this loop.
@@ -132,6 +136,7 @@ impl Server {
         let limits = Limits {
             max_payload: config.max_message as u64,
             require_mask: true,
+            deflate: false,
         };
         Server {
             poll,
@@ -139,6 +144,7 @@ impl Server {
             conns: Slab::new(),
             config,
             limits,
+            streams: deflate::Streams::default(),
             timers: Timers::new(loop_index),
             topics: Topics::default(),
             bus,
@@ -481,6 +487,11 @@ impl Server {
             }
         }
         let mut assembler = mem::take(&mut self.conns[key].assembler);
+        // RFC 7692 §6: with permessage-deflate, RSV1 marks a compressed message.
+        let limits = Limits {
+            deflate: self.conns[key].deflate.is_some(),
+            ..self.limits
+        };
         loop {
             let conn = &mut self.conns[key];
             if conn.closing == Some(Closing::Done) {
@@ -497,12 +508,19 @@ impl Server {
             // completes; the message timeout empties both). The bytes of a frame left partial are copied from here
             // into the buffer whole, added to behind (`receive`, `Connection::read_behind`), and drained of the
             // frames before them; nothing else changes them.
-            let decoded = unsafe { conn.probe.decode_trusting(rest, &self.limits, &assembler) };
+            let decoded = unsafe { conn.probe.decode_trusting(rest, &limits, &assembler) };
             match decoded {
                 Ok(Status::Partial) => break,
                 Ok(Status::Complete((frame, n))) => {
                     used += n;
-                    match assembler.push(frame) {
+                    // A compressed message is inflated on its way into the assembler (RFC 7692 §6.2).
+                    let compressed = frame.rsv != 0 || assembler.is_compressed();
+                    let inflate = if compressed {
+                        self.inflate_for(key)
+                    } else {
+                        None
+                    };
+                    match assembler.push_with(frame, inflate) {
                         Ok(None) => {}
                         Ok(Some(event)) => self.on_event(handler, key, event),
                         Err(e) => self.fail(handler, key, e),
@@ -638,9 +656,22 @@ impl Server {
             self.refuse(key, &HandshakeError::TooManyUsers);
             return Some(0);
         }
+        // RFC 7692: the first permessage-deflate offer the settings can honour, or none (declined by silence).
+        let deflate = self.config.deflate.as_ref().and_then(|settings| {
+            crate::deflate::negotiate(req.headers_named("Sec-WebSocket-Extensions"), settings)
+        });
         let conn = &mut self.conns[key];
+        let answer = deflate.as_ref().map(|(_, answer)| answer.as_str());
         // A control chunk: nothing may jump ahead of the 101 or discard it (the queue is empty, so it is first).
-        conn.push_control(handshake::switching_protocols(ws_key, protocol.as_deref()));
+        conn.push_control(handshake::switching_protocols(
+            ws_key,
+            protocol.as_deref(),
+            answer,
+        ));
+        if let Some((params, answer)) = deflate {
+            debug!("{} permessage-deflate: {answer}", conn.id);
+            conn.deflate = Some(Box::new(Session::new(params)));
+        }
         conn.is_handshaked = true;
         let id = conn.id;
         debug!("{id} handshake done: {} {}", req.method, req.path);

@@ -36,6 +36,7 @@ fn oversized_invalid_continuation_fails_the_same_whole_or_dribbled() {
     let limits = Limits {
         max_payload: 3,
         require_mask: true,
+        deflate: false,
     };
     let mut stream = masked(false, OpCode::Text, b"ab");
     stream.extend(masked(true, OpCode::Continuation, &[0x82, b'x']));

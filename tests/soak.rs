@@ -271,6 +271,7 @@ impl Peer {
         let server = Limits {
             max_payload: 1 << 40,
             require_mask: false,
+            deflate: false,
         };
         loop {
             if let Ok(Status::Complete(h)) = frame::decode_header(&self.buf, &server) {

@@ -1,5 +1,5 @@
-//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--threads` and, for the
-//! chatroom, `--max-message` and `--redis`.
+//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--threads`, `--deflate` (on in
+//! the chatroom, which takes `--no-deflate` instead) and, for the chatroom, `--max-message` and `--redis`.
 
 use std::process::exit;
 
@@ -17,6 +17,23 @@ pub struct Args {
     pub redis_maxlen: Option<usize>,
     /// `--redis-pending N`: publishes kept while Redis is away (`RedisConfig::pending`).
     pub redis_pending: Option<usize>,
+    /// permessage-deflate with the default settings (`Config::deflate`).
+    pub deflate: bool,
+    /// `--deflate-takeover`: permessage-deflate with each side keeping its context, so each connection has its own
+    /// compressor (and a publish is compressed once per receiver): the memory and CPU it costs, for comparison.
+    pub deflate_takeover: bool,
+}
+
+impl Args {
+    /// The permessage-deflate settings the flags ask for, if any.
+    pub fn deflate(&self) -> Option<wsloop::deflate::Deflate> {
+        let keep = self.deflate_takeover;
+        (self.deflate || keep).then(|| wsloop::deflate::Deflate {
+            server_context_takeover: keep,
+            client_context_takeover: keep,
+            ..wsloop::deflate::Deflate::default()
+        })
+    }
 }
 
 impl Args {
@@ -31,6 +48,8 @@ impl Args {
             redis: None,
             redis_maxlen: None,
             redis_pending: None,
+            deflate: false,
+            deflate_takeover: false,
         }
     }
 }
@@ -39,8 +58,9 @@ impl Args {
 /// adds `--max-message` and `--redis`.
 pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
     let usage = format!(
-        "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--threads N]{}\n\
+        "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--threads N] {}{}\n\
          defaults: --host {} --port {} --max-users {} --threads {}{}",
+        if is_chatroom { "[--no-deflate]" } else { "[--deflate | --deflate-takeover]" },
         if is_chatroom {
             " [--max-message BYTES] [--redis redis://HOST:PORT [--redis-maxlen N] [--redis-pending N]]"
         } else {
@@ -66,6 +86,20 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
         if flag == "-h" || flag == "--help" {
             println!("{usage}");
             exit(0);
+        }
+        if flag
+            == if is_chatroom {
+                "--no-deflate"
+            } else {
+                "--deflate"
+            }
+        {
+            args.deflate = !is_chatroom;
+            continue;
+        }
+        if flag == "--deflate-takeover" && !is_chatroom {
+            args.deflate_takeover = true;
+            continue;
         }
         let known = ["--host", "--port", "--max-users", "--threads"].contains(&flag.as_str())
             || (is_chatroom

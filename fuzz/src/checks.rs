@@ -14,16 +14,20 @@ const FRAME_LIMITS: [Limits; 3] = [
     Limits {
         max_payload: 16 << 20,
         require_mask: true,
+        deflate: false,
     },
     // A client reading a server.
     Limits {
         max_payload: 16 << 20,
         require_mask: false,
+        deflate: false,
     },
     // A small limit, so the length check is reached by short inputs.
+    // permessage-deflate negotiated: RSV1 may mark a data frame.
     Limits {
         max_payload: 200,
         require_mask: false,
+        deflate: true,
     },
 ];
 
@@ -73,7 +77,13 @@ fn decode_one(input: &[u8], limits: &Limits) -> Option<usize> {
             assert!(h.payload_len <= limits.max_payload);
             assert!(h.masking_key.is_some() || !limits.require_mask);
             assert_eq!((f.fin, f.rsv, f.opcode), (h.fin, h.rsv, h.opcode));
-            assert_eq!(f.rsv, 0, "no extension is negotiated");
+            // Only permessage-deflate gives a reserved bit a meaning: RSV1, on a data frame that starts a message.
+            if limits.deflate && f.rsv != 0 {
+                assert_eq!(f.rsv, frame::RSV1_COMPRESSED);
+                assert!(matches!(f.opcode, OpCode::Text | OpCode::Binary));
+            } else {
+                assert_eq!(f.rsv, 0, "no extension is negotiated");
+            }
             assert_eq!(OpCode::from_u8(f.opcode.as_u8()), Some(f.opcode));
             if f.opcode.is_control() {
                 assert!(f.fin && f.payload.len() <= MAX_CONTROL_PAYLOAD);
@@ -150,7 +160,13 @@ fn check_request(req: &Request<'_>) {
         Ok(key) => {
             assert_eq!(req.method, "GET");
             assert_eq!(handshake::accept_key(key).len(), 28);
-            let response = handshake::switching_protocols(key, protocol);
+            // Whatever the extension header holds, the offer is answered or declined, never a panic.
+            let deflate = wsloop::deflate::negotiate(
+                req.headers_named("Sec-WebSocket-Extensions"),
+                &wsloop::deflate::Deflate::default(),
+            );
+            let answer = deflate.as_ref().map(|(_, answer)| answer.as_str());
+            let response = handshake::switching_protocols(key, protocol, answer);
             assert!(response.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
             assert!(response.ends_with(b"\r\n\r\n"));
         }
@@ -180,7 +196,8 @@ const MAX_MESSAGE: [usize; 4] = [16 << 20, 3, 64, 1000];
 /// messages, pings, pongs and close, and the same error. The input is laid out as
 ///
 /// ```text
-/// byte 0       bit 0: require masking; bits 1-2: the message limit, one of 16 MiB, 3, 64, 1000 bytes
+/// byte 0       bit 0: require masking; bits 1-2: the message limit, one of 16 MiB, 3, 64, 1000 bytes;
+///              bit 3: permessage-deflate (RSV1 marks a compressed message, inflated into the assembler)
 /// byte 1       n = byte % 16, the number of piece sizes that follow
 /// bytes 2..2+n the sizes of the first n pieces (0 to 255 bytes); the rest of the stream comes in one last piece
 /// the rest     the stream
@@ -197,6 +214,8 @@ pub fn assembler(data: &[u8]) {
     let limits = Limits {
         max_payload: max_message as u64,
         require_mask: flags & 1 != 0,
+        // permessage-deflate: compressed messages are inflated on their way into the assembler.
+        deflate: flags & 8 != 0,
     };
 
     let whole = read_in_pieces(limits, max_message, stream, &[]);

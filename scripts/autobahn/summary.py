@@ -9,8 +9,9 @@ INFORMATIONAL, one per line: a case id (or a glob such as `6.4.*`), then the
 reason, which is required. Lines starting with `#` are comments.
 
 Prints one summary line with the counts, the failed case ids, details for every
-case that needs attention, and the 9.x (performance) durations. Exits 1 on any
-FAILED case or any NON-STRICT case that the list does not justify, else 0.
+case that needs attention, the 9.x (performance) durations and those of 12.x and
+13.x (permessage-deflate) per section. Exits 1 on any FAILED or UNIMPLEMENTED case
+or any NON-STRICT case that the list does not justify, else 0.
 """
 
 import fnmatch
@@ -137,7 +138,8 @@ def main():
     for line in malformed:
         print("note: ignored %s" % line)
 
-    attention = failed + unjustified
+    # Every case runs, the compression ones too: a case the server does not implement needs attention.
+    attention = failed + by_result["UNIMPLEMENTED"] + unjustified
     if attention:
         print()
         print("details (the full report is %s):" % os.path.join(report_dir, "index.html"))
@@ -161,6 +163,24 @@ def main():
             print("  %-7s %-42s %7s  %s" % (case_id, label, entry.get("duration", "?"), classify(entry)))
         total = sum(cases[c].get("duration") or 0 for c in perf)
         print("  %-7s %-42s %7d" % ("9.*", "all of the above", total))
+
+    # permessage-deflate: each 12.N / 13.N section is one offer with 18 message sizes; its total says more than
+    # its cases one by one.
+    sections = {}
+    for case_id in cases:
+        parts = case_id.split(".")
+        if parts[0] in ("12", "13"):
+            sections.setdefault("%s.%s" % (parts[0], parts[1]), []).append(case_id)
+    if sections:
+        print()
+        print("12.x and 13.x durations per section (ms):")
+        for section in sorted(sections, key=case_key):
+            ids = sections[section]
+            worst = max((classify(cases[c]) for c in ids), key=RANK.index)
+            total = sum(cases[c].get("duration") or 0 for c in ids)
+            slowest = max(ids, key=lambda c: cases[c].get("duration") or 0)
+            print("  %-7s %3d cases %8d  slowest %s %d  %s" % (
+                section + ".*", len(ids), total, slowest, cases[slowest].get("duration") or 0, worst))
 
     return 1 if attention else 0
 

@@ -41,6 +41,9 @@ pub struct Config {
     /// publishes of other loops too (those are never refused: they are already in the one order), so a loop
     /// behind on its inbox pushes back on other threads, whatever filled it.
     pub remote_queue: usize,
+    /// permessage-deflate (RFC 7692): `None` (the default) declines every client's offer; `Some` accepts the first
+    /// offer these settings can honour. See [`Deflate`](crate::deflate::Deflate) for the memory each setting costs.
+    pub deflate: Option<crate::deflate::Deflate>,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             backlog: 1024,
             allowed_origins: None,
             remote_queue: 65_536,
+            deflate: None,
         }
     }
 }

@@ -11,9 +11,9 @@ use log::debug;
 
 use super::Server;
 use crate::bus::Source;
-use crate::connection::{Bytes, Chunk, Closing};
+use crate::connection::{Bytes, Closing};
 use crate::error::close_code;
-use crate::frame::{self, Head, OpCode};
+use crate::frame::{Head, OpCode};
 use crate::handler::{Action, Handler};
 use crate::message::Message;
 
@@ -103,7 +103,8 @@ impl Server {
             Action::Send(id, head, bytes) => {
                 if let Some(key) = self.open_key(id) {
                     super::trace_frame(id, ">", super::outbound::first(&head, &bytes));
-                    self.queue_data(key, Chunk::data(head, Bytes::Owned(bytes)));
+                    let chunk = self.chunk_for(key, head, Bytes::Owned(bytes));
+                    self.queue_data(key, chunk);
                 }
             }
             Action::Close(id, code, reason) => {
@@ -124,20 +125,7 @@ impl Server {
 
 /// The message a queued frame carries: after its separate header, or inside the bytes when they are the whole frame.
 fn message_of<'a>(head: &Head, bytes: &'a [u8]) -> Option<Message<'a>> {
-    let whole = head.as_bytes();
-    let first = *whole.first().or(bytes.first())?;
-    let opcode = OpCode::from_u8(first & 0x0f)?;
-    let payload = if whole.is_empty() {
-        // §5.2: the 7-bit length, or a marker for a 16- or 64-bit one after it (a server frame has no mask).
-        let header = match bytes.get(1)? & 0x7f {
-            frame::LEN16_MARKER => 4,
-            frame::LEN64_MARKER => 10,
-            _ => 2,
-        };
-        bytes.get(header..)?
-    } else {
-        bytes
-    };
+    let (opcode, payload) = super::deflate::frame_parts(head, bytes)?;
     message(opcode, payload)
 }
 

@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use log::{debug, trace, warn};
 
+use super::deflate::Variants;
 use super::Server;
-use crate::connection::{Bytes, Chunk, Closing, ConnId};
+use crate::connection::{Chunk, Closing, ConnId};
 use crate::error::close_code;
 use crate::frame::{self, Head, Limits, OpCode};
 use crate::handler::Handler;
@@ -64,12 +65,19 @@ impl Server {
             );
             trace_frame(self.conn_id_none(), ">", first(&head, bytes));
         }
+        let mut variants = Variants::new(head, bytes);
+        let settings = self.config.deflate;
         for key in self.topics.subscribers(topic) {
             // Subscriptions end when a connection stops being open, so every subscriber is open.
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            conn.push(Chunk::data(head, Bytes::Shared(bytes.clone())));
+            let chunk = variants.chunk(
+                conn.deflate.as_deref_mut(),
+                &mut self.streams,
+                settings.as_ref(),
+            );
+            conn.push(chunk);
             self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
             if !conn.is_dirty {
                 conn.is_dirty = true;
@@ -84,8 +92,15 @@ impl Server {
             trace!("broadcast to {} connections:", self.users);
             trace_frame(self.conn_id_none(), ">", first(&head, bytes));
         }
+        let mut variants = Variants::new(head, bytes);
+        let settings = self.config.deflate;
         for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
-            conn.push(Chunk::data(head, Bytes::Shared(bytes.clone())));
+            let chunk = variants.chunk(
+                conn.deflate.as_deref_mut(),
+                &mut self.streams,
+                settings.as_ref(),
+            );
+            conn.push(chunk);
             self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
             if !conn.is_dirty {
                 conn.is_dirty = true;
@@ -198,6 +213,7 @@ pub(super) fn trace_frame(id: ConnId, direction: &str, bytes: &[u8]) {
         let any = Limits {
             max_payload: u64::MAX >> 1,
             require_mask: false,
+            deflate: true,
         };
         if let Ok(Status::Complete(header)) = frame::decode_header(bytes, &any) {
             trace!("{id} {direction} {header}");

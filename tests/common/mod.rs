@@ -144,6 +144,7 @@ pub fn read_frame(stream: &mut TcpStream) -> io::Result<(bool, OpCode, Vec<u8>)>
     let server = Limits {
         max_payload: 1 << 40,
         require_mask: false,
+        deflate: false,
     };
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1];

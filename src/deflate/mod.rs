@@ -1,0 +1,121 @@
+//! permessage-deflate (RFC 7692): the offer and answer, and each message compressed or inflated whole.
+//!
+//! The PHP tutorial had no compression; every browser offers it on every WebSocket it opens. This module is pure,
+//! like the codec: [`offer`] reads the client's `Sec-WebSocket-Extensions` and writes the answer, [`codec`] wraps
+//! zlib-rs's deflate and inflate streams for one message at a time. Nothing here touches a socket; the loop decides
+//! which stream a connection uses (its own, or one shared by its loop) and when.
+//!
+//! The rule that keeps memory small: a side without context takeover holds no zlib state between messages. By
+//! default neither side keeps one, so an idle connection with the extension costs nothing more than one without,
+//! and a publish is compressed once for every receiver that negotiated the same window.
+
+pub mod codec;
+pub mod offer;
+
+pub use codec::{Compressor, Inflater};
+pub use offer::{negotiate, Params};
+
+/// The extension's name in `Sec-WebSocket-Extensions` (RFC 7692 §7).
+pub const EXTENSION: &str = "permessage-deflate";
+
+/// RFC 7692 §7.1.2: the LZ77 window sizes a peer may name, as base-2 logarithms.
+pub const MIN_WINDOW_BITS: u8 = 8;
+/// The largest window, and the one a side uses when nothing was negotiated.
+pub const MAX_WINDOW_BITS: u8 = 15;
+
+/// The server's permessage-deflate settings ([`crate::Config::deflate`]; `None` declines every offer).
+///
+/// Memory per connection, from zlib's own formula: a compressor that keeps its context holds about
+/// `2^(server_max_window_bits + 2) + 2^(mem_level + 9)` bytes (256 KiB at 15 and 8, 3 KiB at 9 and 1), an inflater
+/// that keeps its context about `2^client_max_window_bits` bytes plus 7 KiB. A side without context takeover holds
+/// nothing between messages: its stream is one per loop, reset after each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deflate {
+    /// Keep the compression context from one message to the next: better ratios on small similar messages, at the
+    /// cost of one compressor per connection, and of compressing a publish once per receiver. `false` answers
+    /// `server_no_context_takeover` and compresses with one stream per loop.
+    pub server_context_takeover: bool,
+    /// The largest window the server compresses with, 9 to 15 (a client that asks for less gets what it asked;
+    /// one that asks for 8 gets a stream with no back-references at all, which any window can read).
+    pub server_max_window_bits: u8,
+    /// zlib's `memLevel` for the compressor, 1 to 9: its hash table's size, memory for speed and ratio.
+    pub mem_level: u8,
+    /// zlib's compression level, 0 (stored) to 9 (smallest, slowest).
+    pub level: u8,
+    /// Let clients keep their context: `false` answers `client_no_context_takeover`, so the server needs no
+    /// inflater per connection (only a message in several frames borrows one until its last frame).
+    pub client_context_takeover: bool,
+    /// The window the server asks clients to compress with, 8 to 15, when their offer lets it ask
+    /// (`client_max_window_bits`): what an inflater that keeps its context holds per connection.
+    pub client_max_window_bits: u8,
+    /// Messages shorter than this many bytes go out uncompressed (RSV1 clear): below it, deflate's own overhead
+    /// and the time it takes outweigh what it saves.
+    pub threshold: usize,
+}
+
+impl Default for Deflate {
+    /// No context takeover on either side, the full window, zlib's default memory level, level 6 ... (see the
+    /// README's measurements for why).
+    fn default() -> Deflate {
+        Deflate {
+            server_context_takeover: false,
+            server_max_window_bits: MAX_WINDOW_BITS,
+            mem_level: 8,
+            level: 6,
+            client_context_takeover: false,
+            client_max_window_bits: MAX_WINDOW_BITS,
+            threshold: 64,
+        }
+    }
+}
+
+/// What one connection holds for the extension: what was agreed, and the streams it keeps because a side keeps its
+/// context (each made when its first compressed message comes, so an idle connection holds neither).
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub params: Params,
+    /// The server's compressor for this connection, when it keeps its context (no `server_no_context_takeover`).
+    pub compressor: Option<Box<Compressor>>,
+    /// The inflater for this connection's client, when the client keeps its context.
+    pub inflater: Option<Box<Inflater>>,
+}
+
+impl Session {
+    pub fn new(params: Params) -> Session {
+        Session {
+            params,
+            compressor: None,
+            inflater: None,
+        }
+    }
+
+    /// The connection's own inflater if its client keeps its context (made on first use), or `None`: the loop's
+    /// shared one will do.
+    pub fn own_inflater(&mut self) -> Option<&mut Inflater> {
+        if self.params.client_no_context_takeover {
+            return None;
+        }
+        let bits = self.params.client_max_window_bits;
+        Some(
+            self.inflater
+                .get_or_insert_with(|| Box::new(Inflater::new(bits, true))),
+        )
+    }
+
+    /// The connection's own compressor if the server keeps its context with it (made on first use), or `None`:
+    /// every message to it starts afresh, and the loop's shared compressor for its window will do.
+    pub fn own_compressor(&mut self, settings: &Deflate) -> Option<&mut Compressor> {
+        if self.params.server_no_context_takeover {
+            return None;
+        }
+        let bits = self.params.server_max_window_bits;
+        Some(self.compressor.get_or_insert_with(|| {
+            Box::new(Compressor::new(
+                bits,
+                settings.mem_level,
+                settings.level,
+                true,
+            ))
+        }))
+    }
+}
