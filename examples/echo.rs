@@ -30,7 +30,7 @@ fn main() {
     let config = Config {
         max_users: args.max_users,
         // permessage-deflate with `--deflate` (RFC 7692): no context kept on either side, so a connection holds
-        // no zlib state between messages (`--deflate-takeover` keeps it, for comparison).
+        // no zlib state between messages (`--deflate-dedicated KIB` keeps it, for comparison).
         deflate: args.deflate(),
         ..Config::default()
     };

@@ -19,20 +19,19 @@ pub struct Args {
     pub redis_pending: Option<usize>,
     /// permessage-deflate with the default settings (`Config::deflate`).
     pub deflate: bool,
-    /// `--deflate-takeover`: permessage-deflate with each side keeping its context, so each connection has its own
-    /// compressor (and a publish is compressed once per receiver): the memory and CPU it costs, for comparison.
-    pub deflate_takeover: bool,
+    /// `--deflate-dedicated KIB`: permessage-deflate with each side keeping its context, each connection with its
+    /// own compressor of about KIB KiB (`Deflate::dedicated`; a publish is then compressed once per receiver): the
+    /// memory and CPU that costs, for comparison.
+    pub deflate_dedicated: Option<u32>,
 }
 
 impl Args {
     /// The permessage-deflate settings the flags ask for, if any.
     pub fn deflate(&self) -> Option<wsloop::deflate::Deflate> {
-        let keep = self.deflate_takeover;
-        (self.deflate || keep).then(|| wsloop::deflate::Deflate {
-            server_context_takeover: keep,
-            client_context_takeover: keep,
-            ..wsloop::deflate::Deflate::default()
-        })
+        match self.deflate_dedicated {
+            Some(kib) => wsloop::deflate::Deflate::dedicated(kib),
+            None => self.deflate.then(wsloop::deflate::Deflate::default),
+        }
     }
 }
 
@@ -49,7 +48,7 @@ impl Args {
             redis_maxlen: None,
             redis_pending: None,
             deflate: false,
-            deflate_takeover: false,
+            deflate_dedicated: None,
         }
     }
 }
@@ -60,7 +59,7 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
     let usage = format!(
         "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--threads N] {}{}\n\
          defaults: --host {} --port {} --max-users {} --threads {}{}",
-        if is_chatroom { "[--no-deflate]" } else { "[--deflate | --deflate-takeover]" },
+        if is_chatroom { "[--no-deflate]" } else { "[--deflate | --deflate-dedicated KIB]" },
         if is_chatroom {
             " [--max-message BYTES] [--redis redis://HOST:PORT [--redis-maxlen N] [--redis-pending N]]"
         } else {
@@ -97,11 +96,8 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             args.deflate = !is_chatroom;
             continue;
         }
-        if flag == "--deflate-takeover" && !is_chatroom {
-            args.deflate_takeover = true;
-            continue;
-        }
         let known = ["--host", "--port", "--max-users", "--threads"].contains(&flag.as_str())
+            || (!is_chatroom && flag == "--deflate-dedicated")
             || (is_chatroom
                 && [
                     "--max-message",
@@ -123,6 +119,14 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             "--threads" => match number(&flag, &value) {
                 Ok(n) if (1..=256).contains(&n) => args.threads = n,
                 _ => fail(format!("--threads takes 1 to 256, not {value:?}")),
+            },
+            "--deflate-dedicated" => match number(&flag, &value) {
+                Ok(kib) if wsloop::deflate::Deflate::dedicated(kib).is_some() => {
+                    args.deflate_dedicated = Some(kib)
+                }
+                _ => fail(format!(
+                    "--deflate-dedicated takes 3, 4, 8, 16, 32, 64, 128 or 256 (KiB), not {value:?}"
+                )),
             },
             "--redis" => args.redis = Some(value.clone()),
             "--redis-maxlen" => {

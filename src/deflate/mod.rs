@@ -69,6 +69,34 @@ impl Default for Deflate {
     }
 }
 
+impl Deflate {
+    /// The memory presets (uWebSockets names its own alike, `DEDICATED_COMPRESSOR_3KB` to `_256KB`): each connection
+    /// keeps a compressor of about `kib` KiB, one of 3, 4, 8, 16, 32, 64, 128 or 256, from the window and memory
+    /// level zlib's formula pairs for it (9 and 1 for 3 KiB, up to 15 and 8 for 256 KiB), and clients are asked to
+    /// keep theirs with the same window, which the server's inflater then holds. `None` for another size.
+    pub fn dedicated(kib: u32) -> Option<Deflate> {
+        let (window_bits, mem_level) = match kib {
+            3 => (9, 1),
+            4 => (9, 2),
+            8 => (10, 3),
+            16 => (11, 4),
+            32 => (12, 5),
+            64 => (13, 6),
+            128 => (14, 7),
+            256 => (15, 8),
+            _ => return None,
+        };
+        Some(Deflate {
+            server_context_takeover: true,
+            server_max_window_bits: window_bits,
+            mem_level,
+            client_context_takeover: true,
+            client_max_window_bits: window_bits,
+            ..Deflate::default()
+        })
+    }
+}
+
 /// What one connection holds for the extension: what was agreed, and the streams it keeps because a side keeps its
 /// context (each made when its first compressed message comes, so an idle connection holds neither).
 #[derive(Debug)]
