@@ -27,6 +27,10 @@
 //!   subscriber on every loop sees publishes in one and the same order (see `bus/mod.rs`).
 //! - **Several machines** (`bus/redis/`, cargo feature `redis`): `Loops::redis` joins nodes through Redis
 //!   Streams, one order per topic on every node.
+//! - **Compression** ([`deflate`], `server/deflate.rs`): permessage-deflate (RFC 7692), on with
+//!   [`Config::deflate`]. The offer is answered in `upgrade`; a compressed message is inflated on its way into the
+//!   [`message::Assembler`] (its size limit counting inflated bytes); a frame is compressed as it is queued, a
+//!   publish once for every receiver that agreed to the same window.
 //!
 //! # Layout
 //!
@@ -35,6 +39,7 @@
 //! - `handshake.rs`, `frame.rs`, `message.rs`, `utf8.rs`: pure code, tested and benchmarked without a network.
 //! - `handler.rs`: the user's callbacks and their handle. `error.rs`: each error and what the peer sees.
 //! - `topics.rs` (pure), `bus/mod.rs`, `remote.rs`, `loops.rs`: topics, other threads, several loops.
+//! - `deflate/` (pure: `offer.rs`, `codec.rs`) and `server/deflate.rs`: permessage-deflate.
 //!
 //! # The life of a message
 //!

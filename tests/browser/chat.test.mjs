@@ -217,6 +217,22 @@ test('messages go both ways with names', { timeout: STEP }, async () => {
   assert.ok(times.length >= 2 && times.every((t) => /\d/.test(t)), `times shown: ${times}`);
 });
 
+test('the page\'s connection negotiates permessage-deflate, and long messages go through it', { timeout: STEP }, async () => {
+  // Chromium offers the extension on every WebSocket; the chatroom accepts it (RFC 7692), so both pages' sockets
+  // report it, and a message long enough to be compressed (over the 64-byte threshold, both ways) arrives intact.
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  for (const page of [a, b]) {
+    const extensions = await page.evaluate(() => socket.extensions);
+    assert.match(extensions, /^permessage-deflate\b/, `negotiated: ${extensions}`);
+    assert.match(extensions, /server_no_context_takeover/, `negotiated: ${extensions}`);
+  }
+  const long = 'compressed both ways: ' + 'the quick brown fox jumps over the lazy dog, '.repeat(20) + 'the end';
+  await say(a, long);
+  await waitEntry(b, { kind: 'message', id: aliceId, name: 'alice', text: long, mine: false });
+  await waitEntry(a, { kind: 'message', id: aliceId, name: 'alice', text: long, mine: true });
+});
+
 test('HTML in a message shows as text and never runs', { timeout: STEP }, async () => {
   const a = pages.alice.page;
   const b = pages.bob.page;
