@@ -269,6 +269,12 @@ impl Assembler {
         }
     }
 
+    /// Drops the message in progress, if any, and its buffers: for a connection that will decode nothing more (a
+    /// message refused for its size would otherwise hold up to the limit until the connection is gone).
+    pub fn clear(&mut self) {
+        self.partial = None;
+    }
+
     /// The bytes of the message in progress so far.
     fn len(&self) -> usize {
         self.partial.as_ref().map_or(0, |partial| {

@@ -530,6 +530,9 @@ impl Server {
             }
         }
         assembler.release();
+        if self.conns[key].closing == Some(Closing::Done) {
+            assembler.clear(); // nothing more will be decoded: what had arrived of a message is dropped now
+        }
         self.conns[key].assembler = assembler;
         used
     }

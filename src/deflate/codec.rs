@@ -15,11 +15,16 @@ pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// What the inflater hands out at a time: the caller checks each piece (size, UTF-8) before keeping it.
 const PIECE: usize = 16 << 10;
 
+/// The compressor's own output buffer is kept between messages up to this size; a larger one is given back.
+const SCRATCH_KEPT: usize = 16 << 10;
+
 /// A raw deflate stream for outgoing messages.
 pub struct Compressor {
     stream: zlib_rs::Deflate,
     /// Reset after every message: no context takeover (§7.1.1.1).
     is_fresh_each: bool,
+    /// Where zlib writes, with room for an incompressible message; what it made is then copied out exactly.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Compressor {
@@ -52,25 +57,30 @@ impl Compressor {
         Compressor {
             stream: zlib_rs::Deflate::new_with_config(config),
             is_fresh_each: !takeover,
+            scratch: Vec::new(),
         }
     }
 
     /// Appends `payload`, compressed, to `out`: deflate blocks ending in a sync flush, the flush's tail removed.
+    ///
+    /// zlib writes into the compressor's own buffer first, so `out` grows by exactly what was made: a queued frame
+    /// holds its compressed size, not the room an incompressible message would have needed.
     pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        let start = out.len();
+        let scratch = &mut self.scratch;
+        scratch.clear();
         let mut input = payload;
         loop {
             // Room for incompressible input (stored blocks add 5 bytes per 16 KiB) and the flush.
             let room = input.len() + input.len() / 64 + 64;
-            let at = out.len();
-            out.resize(at + room, 0);
+            let at = scratch.len();
+            scratch.resize(at + room, 0);
             let (was_in, was_out) = (self.stream.total_in(), self.stream.total_out());
             let status = self
                 .stream
-                .compress(input, &mut out[at..], DeflateFlush::SyncFlush);
+                .compress(input, &mut scratch[at..], DeflateFlush::SyncFlush);
             let used = (self.stream.total_in() - was_in) as usize;
             let made = (self.stream.total_out() - was_out) as usize;
-            out.truncate(at + made);
+            scratch.truncate(at + made);
             input = input.get(used..).unwrap_or_default();
             // A sync flush is complete once it returns with room to spare (zlib's rule for Z_SYNC_FLUSH). An error
             // would come from a stream the constructor made wrongly: nothing a peer controls.
@@ -79,8 +89,11 @@ impl Compressor {
                 break;
             }
         }
-        if out[start..].ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
+        let made = scratch.strip_suffix(&TAIL).unwrap_or(scratch);
+        out.reserve_exact(made.len());
+        out.extend_from_slice(made);
+        if scratch.capacity() > SCRATCH_KEPT {
+            *scratch = Vec::new();
         }
         if self.is_fresh_each {
             self.stream.reset();

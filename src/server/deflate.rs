@@ -88,7 +88,7 @@ impl<'m> Variants<'m> {
         let bits = session.params.server_max_window_bits;
         let slot = usize::from(bits.clamp(MIN_WINDOW_BITS, 15) - MIN_WINDOW_BITS);
         let made = self.by_window[slot].get_or_insert_with(|| {
-            let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+            let mut out = Vec::new();
             streams
                 .compressor(bits, settings)
                 .compress(payload, &mut out);
@@ -111,7 +111,7 @@ fn compressed(
     payload: &[u8],
     may_skip: bool,
 ) -> Option<Chunk> {
-    let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+    let mut out = Vec::new();
     compressor.compress(payload, &mut out);
     if may_skip && out.len() >= payload.len() {
         return None;

@@ -5,6 +5,7 @@
 //! Every client socket has read and write timeouts, so a bug fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod deflate;
 pub mod process;
 
 use std::io::{self, Read, Write};
