@@ -219,7 +219,7 @@ test('messages go both ways with names', { timeout: STEP }, async () => {
 
 test('the page\'s connection negotiates permessage-deflate, and long messages go through it', { timeout: STEP }, async () => {
   // Chromium offers the extension on every WebSocket; the chatroom accepts it (RFC 7692), so both pages' sockets
-  // report it, and a message long enough to be compressed (over the 64-byte threshold, both ways) arrives intact.
+  // report it, and a message long enough to be compressed (over the 128-byte threshold, both ways) arrives intact.
   const a = pages.alice.page;
   const b = pages.bob.page;
   for (const page of [a, b]) {
