@@ -385,6 +385,44 @@ fn a_message_that_does_not_shrink_goes_plain_unless_the_server_keeps_its_context
 }
 
 #[test]
+fn an_empty_message_compressed_between_two_others_keeps_both_contexts_in_step() {
+    // With threshold 0 every message is compressed, the empty one too. zlib makes no bytes at all for empty input
+    // on a stream that already ended in a sync flush; sent as an empty RSV1 payload, that reads as a cut stored
+    // block to the client, whose next message then fails. The server sends the single byte 00 (§7.2.3.6).
+    for settings in [
+        Deflate {
+            threshold: 0,
+            ..dedicated(256)
+        },
+        Deflate {
+            threshold: 0,
+            ..Deflate::default()
+        },
+    ] {
+        let server = echo_with(Some(settings));
+        let mut peer = witness(server.addr);
+        let what = format!("{:?}", peer.answer);
+        let text = chat_text(300, 8);
+        for message in [
+            text.as_bytes(),
+            b"",
+            text.as_bytes(),
+            b"",
+            b"",
+            text.as_bytes(),
+        ] {
+            let got = round_trip(&mut peer, &settings, OpCode::Text, message, true, &what);
+            // Without takeover the one byte 00 is no smaller than nothing, so an empty message goes plain.
+            let plain_is_fine = message.is_empty() && !settings.server_context_takeover;
+            assert!(
+                got.compressed || plain_is_fine,
+                "{what}: compressed at threshold 0"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_compressed_message_in_fragments_with_pings_between_them_comes_back_whole() {
     for settings in [Deflate::default(), dedicated(256), dedicated(3)] {
         let server = echo_with(Some(settings));

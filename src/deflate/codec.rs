@@ -66,6 +66,13 @@ impl Compressor {
     /// zlib writes into the compressor's own buffer first, so `out` grows by exactly what was made: a queued frame
     /// holds its compressed size, not the room an incompressible message would have needed.
     pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        if payload.is_empty() {
+            // §7.2.3.6: an empty message is the single byte 00 (an empty fixed block, cut before its end). zlib would
+            // make nothing at all for it on a stream whose last message already ended in a sync flush, and an empty
+            // payload with RSV1 reads as a cut stored block to the next message's inflater. It changes no window.
+            out.push(0x00);
+            return;
+        }
         let scratch = &mut self.scratch;
         scratch.clear();
         let mut input = payload;
@@ -84,7 +91,7 @@ impl Compressor {
             input = input.get(used..).unwrap_or_default();
             // A sync flush is complete once it returns with room to spare (zlib's rule for Z_SYNC_FLUSH). An error
             // would come from a stream the constructor made wrongly: nothing a peer controls.
-            if status.is_err() || made < room {
+            if status.is_err() || (input.is_empty() && made < room) {
                 debug_assert!(status.is_ok(), "deflate failed: {status:?}");
                 break;
             }
@@ -92,7 +99,13 @@ impl Compressor {
         let made = scratch.strip_suffix(&TAIL).unwrap_or(scratch);
         out.reserve_exact(made.len());
         out.extend_from_slice(made);
-        if scratch.capacity() > SCRATCH_KEPT {
+        // A connection's own compressor keeps little: it is there for each of its messages, idle or not.
+        let kept = if self.is_fresh_each {
+            SCRATCH_KEPT
+        } else {
+            1 << 10
+        };
+        if scratch.capacity() > kept {
             *scratch = Vec::new();
         }
         if self.is_fresh_each {
@@ -155,7 +168,7 @@ impl Inflater {
                     keep(&out[..made])?;
                 }
                 if status == Status::StreamEnd {
-                    // §7.2.3.3: a block with BFINAL set ends the stream. What follows it (our tail, at least) starts
+                    // §7.2.3.4: a block with BFINAL set ends the stream. What follows it (our tail, at least) starts
                     // a new one.
                     self.stream.reset(false);
                     continue;
@@ -253,7 +266,7 @@ mod tests {
 
     #[test]
     fn rfc_7692_a_final_block_and_a_stored_block_inflate() {
-        // §7.2.3.3: a block with BFINAL set; §7.2.3.4: "Hello" in a stored block.
+        // §7.2.3.4: a block with BFINAL set; §7.2.3.3: "Hello" in a stored block.
         let mut inflater = Inflater::new(15, false);
         assert_eq!(
             inflate_all(
@@ -267,6 +280,32 @@ mod tests {
             0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
         ];
         assert_eq!(inflate_all(&mut inflater, &[&stored]).unwrap(), b"Hello");
+    }
+
+    #[test]
+    fn an_empty_message_between_two_others_keeps_a_kept_context_in_step() {
+        // zlib makes nothing for empty input after a sync flush; an empty payload would then desync the reader.
+        for takeover in [true, false] {
+            let mut compressor = Compressor::new(15, 8, 6, takeover);
+            let mut inflater = Inflater::new(15, takeover);
+            for message in [
+                &b"Hello, hello, hello"[..],
+                b"",
+                b"Hello, hello, hello",
+                b"",
+                b"",
+                b"bye",
+            ] {
+                let mut out = Vec::new();
+                compressor.compress(message, &mut out);
+                assert!(!out.is_empty(), "a compressed payload is never empty");
+                assert_eq!(
+                    inflate_all(&mut inflater, &[&out]).unwrap(),
+                    message,
+                    "takeover {takeover}"
+                );
+            }
+        }
     }
 
     #[test]

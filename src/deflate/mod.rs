@@ -49,7 +49,7 @@ pub struct Deflate {
     /// inflater per connection (only a message in several frames borrows one until its last frame).
     pub client_context_takeover: bool,
     /// The window the server asks clients to compress with, 8 to 15, when their offer lets it ask
-    /// (`client_max_window_bits`): what an inflater that keeps its context holds per connection.
+    /// (`client_max_window_bits`). (zlib-rs's inflater holds a 32 KiB window whatever this says.)
     pub client_max_window_bits: u8,
     /// Messages shorter than this many bytes go out uncompressed (RSV1 clear): below it, deflate's own overhead
     /// and the time it takes outweigh what it saves.
@@ -107,8 +107,11 @@ impl Deflate {
     /// At most how many bytes one connection's own streams hold under these settings, once each side that keeps its
     /// context has made its stream (0 with no context takeover on either side): zlib-rs's compressor is 128 KiB of
     /// hash table, 4 bytes per position of the window, 7 per entry of the `mem_level` buffer and 3 KiB of state;
-    /// its inflater 46 KiB (a 32 KiB window whatever the bits, and its state). A client may still decline to keep
-    /// its context, and then its connection holds no inflater.
+    /// its inflater 46 KiB (a 32 KiB window whatever the bits, and its state); plus up to 1 KiB of the compressor's
+    /// output buffer. A client may still decline to keep its context, and then its connection holds no inflater.
+    ///
+    /// Not counted: a connection in the middle of a compressed message in several frames borrows an inflater of
+    /// its own (46 KiB) until the last frame, as it may hold up to `max_message` of a plain message in the making.
     pub fn bytes_per_connection(&self) -> usize {
         let window = usize::from(self.server_max_window_bits.clamp(9, MAX_WINDOW_BITS));
         let mem_level = usize::from(self.mem_level.clamp(1, 9));

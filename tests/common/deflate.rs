@@ -451,7 +451,7 @@ pub fn inflate_sync(decompressor: &mut Decompress, wire: &[u8]) -> Result<Vec<u8
         let made = (decompressor.total_out() - was_out) as usize;
         rest = &rest[used..];
         if status == ZStatus::StreamEnd {
-            // §7.2.3.3: a final block ends the stream; what follows starts a new one.
+            // §7.2.3.4: a final block ends the stream; what follows starts a new one.
             decompressor.reset(false);
             if rest.is_empty() {
                 return Ok(out);
@@ -518,7 +518,7 @@ pub fn scan(wire: &[u8]) -> Result<Scan, String> {
             _ => return Err("block type 3".into()),
         }
         if last {
-            // A final block ends the stream (§7.2.3.3 allows it); a new one would start at the next byte.
+            // A final block ends the stream (§7.2.3.4 allows it); a new one would start at the next byte.
             bits.at = bits.at.div_ceil(8) * 8;
         }
     }
