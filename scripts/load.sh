@@ -4,15 +4,18 @@
 # an earlier revision of themselves, all driven by one load generator (peers/src/bin/loadgen.rs),
 # several runs each, interleaved, medians and paired ratios at the end.
 #
-#   scripts/load.sh                    # echo, broadcast, chat, loops, topic, idle: about 15 minutes
-#   scripts/load.sh --only echo        # some parts: echo, broadcast, chat, loops, topic, idle (e.g. --only loops,topic)
+#   scripts/load.sh                    # every part: about 25 minutes
+#   scripts/load.sh --only echo        # some parts: echo, broadcast, chat, loops, topic, idle, deflate,
+#                                      # deflate-idle (e.g. --only loops,topic)
 #   scripts/load.sh --runs 5 --secs 10 # more and longer runs (defaults: 3 runs of 5 s, after 1 s warm-up)
 #   scripts/load.sh --baseline 30a4a68 # echo and broadcast of this tree against those of revision 30a4a68
 #                                      # (1 loop each, pinned alike), as server wsloop-30a4a68: about 5 minutes,
 #                                      # and about 4 more the first time, to build the baseline
-#   scripts/load.sh --only loops       # about 2 minutes; --only topic about 1; --only idle under 1
+#   scripts/load.sh --only loops       # about 2 minutes; --only topic about 1; --only idle under 1;
+#                                      # --only deflate about 5 (with --runs 5); --only deflate-idle about 5
 #   scripts/load.sh --baseline REV --only echo [--peers]  # one part; --peers keeps the peer servers in it too
-#   scripts/load.sh --quick            # CI: a 2 s echo run and a 1 s topic run on 2 loops; non-zero on any error
+#   scripts/load.sh --quick            # CI: a 2 s echo run, a 1 s one with permessage-deflate and a 1 s topic run
+#                                      # on 2 loops; non-zero on any error
 #   scripts/load.sh --summary FILE     # the tables again, from the RESULT lines a run kept
 #
 # The parts. echo: 100 x 20 B, 10 x 1 KiB, 10 x 16 KiB and 1000 x 20 B clients each sending and awaiting
@@ -23,6 +26,18 @@
 # publish ("wsloop-pub"), by the application's sends to each ("wsloop-each", one loop: the example keeps
 # its subscribers per loop) and by a publish on 2 loops ("wsloop-2loops-pub"); the other 990 must get
 # nothing. idle: server memory per handshaked connection, 10,000 held (1 loop and 2).
+#
+# permessage-deflate (RFC 7692), the load generator offering it as a browser does and sending the
+# chatroom's JSON (a message of its own per sender in broadcast runs, so that a compressor that keeps
+# its context never meets a message still in its window). deflate: echo 100 x 200 B and 100 x 1 KiB
+# with the extension off ("wsloop") and on with the defaults ("wsloop-deflate": no context takeover
+# either side, each message compressed afresh); then broadcast to 1,000 clients, 10 of them sending
+# each round, with the defaults (a publish compressed once) beside "wsloop-dedicated-256" and
+# "wsloop-dedicated-3" (--deflate-dedicated KIB: every connection keeps its own compressor, so a
+# publish is compressed once per receiver) and without the extension. deflate-idle: server memory per
+# connection, 10,000 held, right after the handshakes and after each sent and got back one compressed
+# 200 B message (a side's own zlib stream is made on first use), without the extension, with the
+# defaults and with every --deflate-dedicated preset; --runs runs each, a fresh server for every run.
 #
 # Placement. In the echo, broadcast, chat and idle parts (and with --baseline) every server runs one
 # loop, pinned to one core, and the load generator to another, as in the results kept so far; a
@@ -69,6 +84,15 @@ function paired(mine, theirs,   n, m, a, b, i, list, lo, hi, q) {
     }
     return sprintf("%.2f (%.2f-%.2f)", median(list), lo, hi)
 }
+# The lowest and highest of a list, "lo-hi" (in units of div).
+function range(list, div,   n, a, i, lo, hi) {
+    n = split(list, a, " "); lo = ""; hi = ""
+    for (i = 1; i <= n; i++) {
+        if (lo == "" || a[i] + 0 < lo) lo = a[i] + 0
+        if (hi == "" || a[i] + 0 > hi) hi = a[i] + 0
+    }
+    return sprintf("%.0f-%.0f", lo / div, hi / div)
+}
 {
     key = $1 " " $2; server = $3
     if (!(key in seen)) { seen[key] = 1; order[++nkeys] = key; nservers[key] = 0 }
@@ -78,24 +102,26 @@ function paired(mine, theirs,   n, m, a, b, i, list, lo, hi, q) {
 END {
     for (k = 1; k <= nkeys; k++) {
         key = order[k]; split(key, parts, " ")
+        # permessage-deflate runs say what a message they received weighed on the wire (its payload).
+        wh = (key ~ /-json/) ? " wire B/msg" : ""
         if (parts[1] == "echo") {
             rate = "msgs_per_s"; cpu = "server_us_per_msg"; user = "server_user_us_per_msg"
-            printf "\n%-28s %-18s %12s %9s %9s %12s %9s %8s %8s %18s %18s\n", key, "server", "msgs/s", "p50 us", "p99 us", "srv us/msg", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)"
+            printf "\n%-28s %-20s %12s %9s %9s %12s %9s %8s %8s %18s %18s%s\n", key, "server", "msgs/s", "p50 us", "p99 us", "srv us/msg", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)", wh
         } else if (parts[1] == "chat" || parts[1] == "topic") {
             rate = "deliveries_per_s"; cpu = "server_us_per_delivery"; user = "server_user_us_per_delivery"
-            printf "\n%-28s %-18s %12s %9s %9s %12s %9s %8s %8s %18s %18s\n", key, "server", "deliveries/s", "p50 us", "p99 us", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)"
+            printf "\n%-28s %-20s %12s %9s %9s %12s %9s %8s %8s %18s %18s%s\n", key, "server", "deliveries/s", "p50 us", "p99 us", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)", wh
         } else if (parts[1] == "broadcast") {
             rate = "deliveries_per_s"; cpu = "server_us_per_delivery"; user = "server_user_us_per_delivery"
-            printf "\n%-28s %-18s %12s %9s %9s %12s %9s %8s %8s %18s %18s\n", key, "server", "deliveries/s", "round p50", "ms p99", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)"
+            printf "\n%-28s %-20s %12s %9s %9s %12s %9s %8s %8s %18s %18s%s\n", key, "server", "deliveries/s", "round p50", "ms p99", "srv us/dlv", "own code", "srv cpu%", "gen cpu%", "rate ratio (range)", "cpu ratio (range)", wh
         } else {
-            printf "\n%-28s %-18s %14s %14s %12s\n", key, "server", "B/conn open", "B/conn used", "RSS MiB open"
+            printf "\n%-28s %-20s %10s %15s %10s %15s %12s\n", key, "server", "B/conn open", "(range)", "B/conn used", "(range)", "RSS MiB open"
         }
         first = servers[key, 1]
         for (s = 1; s <= nservers[key]; s++) {
             sv = servers[key, s]
             if (parts[1] == "idle") {
                 if ((key, sv, "bytes_per_conn_open") in vals)
-                    printf "%-28s %-18s %14.0f %14.0f %12.1f\n", "", sv, median(vals[key, sv, "bytes_per_conn_open"]), median(vals[key, sv, "bytes_per_conn_used"]), median(vals[key, sv, "rss_open"]) / 1048576
+                    printf "%-28s %-20s %10.0f %15s %10.0f %15s %12.1f\n", "", sv, median(vals[key, sv, "bytes_per_conn_open"]), range(vals[key, sv, "bytes_per_conn_open"], 1), median(vals[key, sv, "bytes_per_conn_used"]), range(vals[key, sv, "bytes_per_conn_used"], 1), median(vals[key, sv, "rss_open"]) / 1048576
                 continue
             }
             if (!((key, sv, rate) in vals)) continue
@@ -105,7 +131,8 @@ END {
             if (sv == first) { rr = "-"; cr = "-" }
             else { rr = paired(vals[key, first, rate], vals[key, sv, rate]); cr = paired(vals[key, first, cpu], vals[key, sv, cpu]) }
             u = ((key, sv, user) in vals) ? sprintf("%.3f", median(vals[key, sv, user])) : "-"
-            printf "%-28s %-18s %12.0f %9.1f %9.1f %12.3f %9s %8.0f %8.0f %18s %18s\n", "", sv, r, p50, p99, c, u, median(vals[key, sv, "server_cpu_pct"]), median(vals[key, sv, "client_cpu_pct"]), rr, cr
+            w = ((key, sv, "wire_bytes_per_msg") in vals) ? sprintf(" %8.1f", median(vals[key, sv, "wire_bytes_per_msg"])) : ""
+            printf "%-28s %-20s %12.0f %9.1f %9.1f %12.3f %9s %8.0f %8.0f %18s %18s%s\n", "", sv, r, p50, p99, c, u, median(vals[key, sv, "server_cpu_pct"]), median(vals[key, sv, "client_cpu_pct"]), rr, cr, w
         }
     }
 }' "$1"
@@ -114,7 +141,7 @@ END {
 QUICK=0 RUNS=3 SECS=5 WARMUP=1 ONLY= IDLE_CONNS=10000 SUMMARY= BASELINE= WITH_PEERS=0
 USAGE="usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only PART[,PART...]] [--baseline REV [--peers]]
                       [--idle-conns N] [--summary FILE]
-       PART: echo, broadcast, chat, loops, topic, idle"
+       PART: echo, broadcast, chat, loops, topic, idle, deflate, deflate-idle"
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
@@ -136,12 +163,12 @@ fi
 case $RUNS in '' | *[!0-9]* | 0) echo "load.sh: --runs takes a whole number from 1" >&2; exit 2 ;; esac
 # What to run: every part, or with --baseline the two it is for (echo and broadcast).
 if [ -z "$ONLY" ]; then
-    if [ -n "$BASELINE" ]; then ONLY=echo,broadcast; else ONLY=echo,broadcast,chat,loops,topic,idle; fi
+    if [ -n "$BASELINE" ]; then ONLY=echo,broadcast; else ONLY=echo,broadcast,chat,loops,topic,idle,deflate,deflate-idle; fi
 fi
 for part in ${ONLY//,/ }; do
     case $part in
-        echo | broadcast | chat | loops | topic | idle) ;;
-        all) ONLY=echo,broadcast,chat,loops,topic,idle ;;
+        echo | broadcast | chat | loops | topic | idle | deflate | deflate-idle) ;;
+        all) ONLY=echo,broadcast,chat,loops,topic,idle,deflate,deflate-idle ;;
         *) echo "load.sh: unknown part $part" >&2; echo "$USAGE" >&2; exit 2 ;;
     esac
 done
@@ -215,7 +242,8 @@ if [ -n "$BASELINE" ]; then
 fi
 
 # start_server NAME MODE: starts that server on a free port; sets PORT and PID. NAME is wsloop (this
-# tree, one loop), wsloop-2loops (this tree, --threads 2), the baseline's name, or a peer's.
+# tree, one loop), wsloop-2loops (this tree, --threads 2), wsloop-deflate (this tree, --deflate),
+# wsloop-dedicated-KIB (this tree, --deflate-dedicated KIB), the baseline's name, or a peer's.
 start_server() {
     local name=$1 mode=$2 cmd pin=()
     local example=$mode
@@ -224,6 +252,8 @@ start_server() {
     case $name in
         wsloop) cmd=("$WSLOOP_EXAMPLES/$example") ;;
         wsloop-2loops) cmd=("$WSLOOP_EXAMPLES/$example" --threads 2) ;;
+        wsloop-deflate) cmd=("$WSLOOP_EXAMPLES/$example" --deflate) ;;
+        wsloop-dedicated-*) cmd=("$WSLOOP_EXAMPLES/$example" --deflate-dedicated "${name#wsloop-dedicated-}") ;;
         "$BASE_NAME") cmd=("$BASE_EXAMPLES/$example") ;;
         *) cmd=("$PEERS/target/release/$name-echo" --port "$PORT" --mode "$mode") ;;
     esac
@@ -282,6 +312,11 @@ if [ "$QUICK" = 1 ]; then
     start_server wsloop echo
     run_loadgen "echo 10x1KiB wsloop" echo --port "$PORT" --conns 10 --size 1024 --secs 2 --warmup 0.5 --server-pid "$PID"
     stop_server "$PID"
+    # permessage-deflate both ways: every echo inflated by the generator and compared.
+    start_server wsloop-deflate echo
+    run_loadgen "echo 10x1KiB wsloop-deflate" echo --port "$PORT" --conns 10 --size 1024 --payload json --deflate on \
+        --secs 1 --warmup 0.2 --server-pid "$PID"
+    stop_server "$PID"
     # A publish across two loops: every subscriber gets every message in order, no one else anything.
     PINNED=0
     start_server wsloop-2loops broadcast
@@ -302,10 +337,17 @@ else
     SERVERS=(wsloop "${PEER_SERVERS[@]}")
 fi
 
+# deflate_args SERVER: the load generator's permessage-deflate flag for that server (on for the ones
+# started with it; the others are sent the same messages uncompressed).
+deflate_args() {
+    case $1 in wsloop-deflate | wsloop-dedicated-*) echo "--deflate on" ;; esac
+}
+
 # run_part PART CONFIGS SERVERS...: for each CONFIG ("CONNSxSIZE"), starts every server, runs them in
 # turn RUNS times (run i of each, one after the other), then stops them. A label's config gets
-# CONFIG_SUFFIX appended (the unpinned parts' "-unpinned", so that their tables stay apart).
-CONFIG_SUFFIX=
+# CONFIG_SUFFIX appended (the unpinned parts' "-unpinned", so that their tables stay apart); every
+# loadgen run gets LOADGEN_ARGS too, and the deflate flag its server needs.
+CONFIG_SUFFIX= LOADGEN_ARGS=()
 run_part() {
     local part=$1 configs=$2; shift 2
     local config conns size s i
@@ -317,8 +359,10 @@ run_part() {
         for s in "$@"; do start_server "$s" "$part"; port[$s]=$PORT; pid[$s]=$PID; done
         for i in $(seq "$RUNS"); do
             for s in "$@"; do
+                # shellcheck disable=SC2046 # deflate_args: none or one flag and its value
                 run_loadgen "$part $config$CONFIG_SUFFIX $s" "$part" --port "${port[$s]}" --conns "$conns" \
-                    --size "$size" --secs "$SECS" --warmup "$WARMUP" --server-pid "${pid[$s]}"
+                    --size "$size" --secs "$SECS" --warmup "$WARMUP" --server-pid "${pid[$s]}" \
+                    ${LOADGEN_ARGS[@]+"${LOADGEN_ARGS[@]}"} $(deflate_args "$s")
             done
         done
         for s in "$@"; do stop_server "${pid[$s]}"; done
@@ -387,6 +431,37 @@ if want idle; then
         start_server "$s" echo
         run_loadgen "idle ${IDLE_CONNS} $s" idle --port "$PORT" --conns "$IDLE_CONNS" --server-pid "$PID"
         stop_server "$PID"
+    done
+fi
+
+if want deflate; then
+    # Echo: the server inflates each message and compresses its echo (each afresh, through the
+    # loop's one stream); the generator sends one compressed message over and over.
+    echo "== deflate: echo of the chatroom's JSON, permessage-deflate off (wsloop) and on (wsloop-deflate); $RUNS runs of ${SECS}s"
+    CONFIG_SUFFIX=-json LOADGEN_ARGS=(--payload json)
+    run_part echo "100x200 100x1024" wsloop wsloop-deflate
+    # Broadcast: 10 senders a round, each message to all 1,000 clients. The defaults compress a
+    # publish once; a dedicated preset compresses it once per receiver, with that receiver's context.
+    echo "== deflate: broadcast to 1000 clients, 10 sending each round, 1 KiB of JSON: a publish compressed once"
+    echo "   (wsloop-deflate), once per receiver (wsloop-dedicated-256, -3), not at all (wsloop); $RUNS runs of ${SECS}s"
+    CONFIG_SUFFIX=-json-10senders LOADGEN_ARGS=(--payload json --senders 10)
+    run_part broadcast "1000x1024" wsloop-deflate wsloop-dedicated-256 wsloop-dedicated-3 wsloop
+    CONFIG_SUFFIX= LOADGEN_ARGS=()
+fi
+
+if want deflate-idle; then
+    deflate_servers=(wsloop wsloop-deflate)
+    for kib in 3 4 8 16 32 64 128 256; do deflate_servers+=("wsloop-dedicated-$kib"); done
+    echo "== deflate-idle: server memory for $IDLE_CONNS connections, handshaked, then after one compressed 200 B"
+    echo "   JSON message each way; $RUNS runs, a fresh echo server each (${deflate_servers[*]})"
+    for _ in $(seq "$RUNS"); do
+        for s in "${deflate_servers[@]}"; do
+            start_server "$s" echo
+            # shellcheck disable=SC2046 # deflate_args: none or one flag and its value
+            run_loadgen "idle ${IDLE_CONNS}-json200 $s" idle --port "$PORT" --conns "$IDLE_CONNS" --server-pid "$PID" \
+                --payload json --size 200 $(deflate_args "$s")
+            stop_server "$PID"
+        done
     done
 fi
 

@@ -310,6 +310,7 @@ fn contenders(input: &Input) -> Vec<(&'static str, Box<dyn Decoder>)> {
                 limits: Limits {
                     max_payload: MAX_MESSAGE as u64,
                     require_mask: true,
+                    deflate: false,
                 },
                 assembler: Assembler::new(MAX_MESSAGE),
                 probe: Probe::default(),
@@ -466,6 +467,7 @@ fn decode_in_place(c: &mut Criterion) {
                 limits: Limits {
                     max_payload: MAX_MESSAGE as u64,
                     require_mask: true,
+                    deflate: false,
                 },
                 assembler: Assembler::new(MAX_MESSAGE),
                 probe: Probe::default(),

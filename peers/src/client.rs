@@ -5,11 +5,24 @@
 //! unexpected frame as an error, and never copies a received payload: a message is handed to the
 //! caller as a slice of the read buffer. Buffers start small and grow only as traffic demands, so
 //! 10,000 idle connections cost the load generator little memory.
+//!
+//! permessage-deflate (RFC 7692), when the caller offers it: the answer is read from the `101`, a
+//! message with RSV1 set is inflated before it is handed out, and [`deflate_message`] compresses a
+//! payload once for frames the caller then sends with RSV1 ([`encode_masked_ext`]). Messages the
+//! server compressed without context takeover are independent, so they go through one inflater
+//! shared by every connection, and a message whose compressed bytes were inflated before (the last
+//! few thousand are kept) is handed the same plain bytes without inflating again (identical input,
+//! no context: identical output; the bytes are compared in full). A broadcast compressed once is
+//! so inflated once, not once per receiver, which keeps the generator's CPU far below the
+//! server's. With server context takeover each connection inflates every message with its own.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use mio::net::TcpStream;
 
 /// RFC 6455 §1.3's sample key and the accept value a server must derive from it.
@@ -28,6 +41,176 @@ pub const OP_CONTINUATION: u8 = 0x0;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
+
+/// What the browser offers: permessage-deflate, letting the server choose the client's window.
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// RFC 7692 §7.2.1: the tail of a sync flush, dropped by the sender and put back by the receiver.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// The most an inflated message may grow to (a bomb from a broken server fails the run instead).
+const MAX_INFLATED: usize = 64 << 20;
+
+/// What the server's `Sec-WebSocket-Extensions` answer agreed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Agreed {
+    /// The server compresses every message afresh.
+    pub server_no_context_takeover: bool,
+    /// We must compress every message afresh (we always do).
+    pub client_no_context_takeover: bool,
+    /// The server's window (15 unless the answer says).
+    pub server_max_window_bits: u8,
+    /// The window our compressed messages may use (15 unless the answer says).
+    pub client_max_window_bits: u8,
+}
+
+/// Reads a `Sec-WebSocket-Extensions` answer: exactly one permessage-deflate with known parameters.
+pub fn parse_answer(value: &str) -> Result<Agreed, String> {
+    let mut agreed = Agreed {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    };
+    let mut parts = value.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|name| name.eq_ignore_ascii_case("permessage-deflate"))
+        || value.contains(',')
+    {
+        return Err(format!("unexpected extensions answer {value:?}"));
+    }
+    for param in parts {
+        let (name, bits) = match param.split_once('=') {
+            Some((name, v)) => (name.trim(), Some(v.trim().trim_matches('"'))),
+            None => (param, None),
+        };
+        let bits = || -> Result<u8, String> {
+            bits.and_then(|b| b.parse().ok())
+                .filter(|b| (8..=15).contains(b))
+                .ok_or_else(|| format!("bad {name} in {value:?}"))
+        };
+        match name {
+            "server_no_context_takeover" => agreed.server_no_context_takeover = true,
+            "client_no_context_takeover" => agreed.client_no_context_takeover = true,
+            "server_max_window_bits" => agreed.server_max_window_bits = bits()?,
+            "client_max_window_bits" => agreed.client_max_window_bits = bits()?,
+            _ => return Err(format!("unknown parameter {name:?} in {value:?}")),
+        }
+    }
+    Ok(agreed)
+}
+
+/// `payload` compressed as one message without context (RFC 7692 §7.2.1): raw deflate with a sync
+/// flush, its tail dropped, with a window of `window_bits` (9 to 15: an answer of 8 is compressed
+/// with 9, which zlib cannot go below) at zlib `level`.
+pub fn deflate_message(payload: &[u8], window_bits: u8, level: u32) -> Vec<u8> {
+    let mut compress =
+        Compress::new_with_window_bits(Compression::new(level), false, window_bits.clamp(9, 15));
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    let mut rest = payload;
+    loop {
+        let before = compress.total_in();
+        compress
+            .compress_vec(rest, &mut out, FlushCompress::Sync)
+            .expect("raw deflate of a buffer");
+        rest = &rest[(compress.total_in() - before) as usize..];
+        if rest.is_empty() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity());
+    }
+    if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    }
+    out
+}
+
+/// The inflater every connection without server context takeover shares, and the messages it
+/// inflated: (compressed, plain) by a quick key of the compressed bytes. The load generator is one
+/// thread.
+struct Shared {
+    inflater: Decompress,
+    seen: HashMap<[u64; 3], Vec<Inflated>>,
+    kept: usize,
+}
+
+/// A message inflated before: its compressed bytes and its plain ones.
+type Inflated = (Vec<u8>, Vec<u8>);
+
+/// Inflated messages kept in [`Shared`] before it starts afresh.
+const MAX_KEPT: usize = 4096;
+
+/// A quick key for compressed bytes: their length and their first and last 8 bytes (the bytes
+/// themselves are compared in full before a kept message is handed out).
+fn quick_key(bytes: &[u8]) -> [u64; 3] {
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        let part = &bytes[at.min(bytes.len())..(at + 8).min(bytes.len())];
+        w[..part.len()].copy_from_slice(part);
+        u64::from_le_bytes(w)
+    };
+    [
+        bytes.len() as u64,
+        word(0),
+        word(bytes.len().saturating_sub(8)),
+    ]
+}
+
+thread_local! {
+    static SHARED: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// Inflates one whole compressed message (its tail put back) into `out`, replacing what it held.
+fn inflate_into(inflater: &mut Decompress, input: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    for piece in [input, &TAIL] {
+        let mut rest = piece;
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                if out.len() >= MAX_INFLATED {
+                    return Err(protocol("an inflated message above 64 MiB"));
+                }
+                out.reserve(out.capacity().max(4096));
+            }
+            let before = inflater.total_in();
+            let status = inflater
+                .decompress_vec(rest, out, FlushDecompress::Sync)
+                .map_err(|e| protocol(&format!("bad compressed message: {e}")))?;
+            rest = &rest[(inflater.total_in() - before) as usize..];
+            if status == flate2::Status::StreamEnd {
+                // A final block ends the stream (§7.2.3.3); what follows starts a new one.
+                inflater.reset(false);
+                continue;
+            }
+            if rest.is_empty() && out.len() < out.capacity() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one connection has received: all its data messages, those that came compressed, and
+/// their payload bytes on the wire and once inflated.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Received {
+    /// Data messages.
+    pub messages: u64,
+    /// Of them, compressed (RSV1).
+    pub compressed: u64,
+    /// Their payload bytes as they came.
+    pub wire_bytes: u64,
+    /// Their payload bytes once inflated.
+    pub plain_bytes: u64,
+}
+
+impl std::ops::AddAssign for Received {
+    fn add_assign(&mut self, other: Received) {
+        self.messages += other.messages;
+        self.compressed += other.compressed;
+        self.wire_bytes += other.wire_bytes;
+        self.plain_bytes += other.plain_bytes;
+    }
+}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +235,15 @@ pub struct Client {
     pub received: usize,
     /// The caller's own mark for this connection (the load generator's pool: its index).
     pub tag: usize,
+    /// permessage-deflate as the server answered the offer (`None`: not offered, or declined).
+    pub deflate: Option<Agreed>,
+    /// What this connection has received so far.
+    pub stats: Received,
+    offered: bool,
+    /// This connection's own inflater, when the server keeps its context, made on first use.
+    inflater: Option<Box<Decompress>>,
+    /// The inflated message being handed out.
+    plain: Vec<u8>,
     request: Vec<u8>,
     buf: Vec<u8>,
     start: usize,
@@ -63,10 +255,19 @@ pub struct Client {
 impl Client {
     /// Starts a nonblocking connect to `addr`.
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
+        Client::connect_offering(addr, None)
+    }
+
+    /// Starts a nonblocking connect to `addr` whose upgrade request offers `extensions` (the value
+    /// of `Sec-WebSocket-Extensions`, e.g. [`DEFLATE_OFFER`]).
+    pub fn connect_offering(addr: SocketAddr, extensions: Option<&str>) -> io::Result<Client> {
         let stream = TcpStream::connect(addr)?;
+        let offer = extensions.map_or(String::new(), |e| {
+            format!("Sec-WebSocket-Extensions: {e}\r\n")
+        });
         let request = format!(
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         );
         Ok(Client {
             stream,
@@ -74,6 +275,11 @@ impl Client {
             sent_at: Instant::now(),
             received: 0,
             tag: 0,
+            deflate: None,
+            stats: Received::default(),
+            offered: extensions.is_some(),
+            inflater: None,
+            plain: Vec::new(),
             request: request.into_bytes(),
             buf: Vec::new(),
             start: 0,
@@ -218,6 +424,17 @@ impl Client {
         if !text.contains(ACCEPT) {
             return Err(protocol("wrong Sec-WebSocket-Accept"));
         }
+        for line in text.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if name.trim().eq_ignore_ascii_case("sec-websocket-extensions") {
+                if !self.offered || self.deflate.is_some() {
+                    return Err(protocol(&format!("extensions not offered: {line:?}")));
+                }
+                self.deflate = Some(parse_answer(value.trim()).map_err(|e| protocol(&e))?);
+            }
+        }
         self.start += end + 4;
         self.phase = Phase::Open;
         Ok(true)
@@ -229,7 +446,7 @@ impl Client {
     ) -> io::Result<()> {
         loop {
             let avail = &self.buf[self.start..self.end];
-            let Some((fin, opcode, header, len)) = parse_header(avail)? else {
+            let Some((fin, rsv, opcode, header, len)) = parse_header(avail)? else {
                 return Ok(());
             };
             let total = header + len;
@@ -246,11 +463,25 @@ impl Client {
             }
             let (from, to) = (self.start + header, self.start + total);
             self.start += total;
+            let compressed = rsv == RSV1 && matches!(opcode, OP_TEXT | OP_BINARY);
+            if rsv != 0 && !(compressed && self.deflate.is_some()) {
+                return Err(protocol(&format!(
+                    "reserved bits {rsv:#x} on opcode {opcode:#x} without an extension for them"
+                )));
+            }
             match opcode {
                 OP_TEXT | OP_BINARY if fin => {
+                    self.stats.messages += 1;
+                    self.stats.wire_bytes += len as u64;
                     // Hand out the payload while the buffer is briefly moved out of `self`.
                     let buf = std::mem::take(&mut self.buf);
-                    let handled = on_message(self, opcode, &buf[from..to]);
+                    let handled = if compressed {
+                        self.stats.compressed += 1;
+                        self.inflate_and_hand_out(opcode, &buf[from..to], on_message)
+                    } else {
+                        self.stats.plain_bytes += len as u64;
+                        on_message(self, opcode, &buf[from..to])
+                    };
                     self.buf = buf;
                     handled?;
                 }
@@ -269,6 +500,60 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Inflates a compressed message and hands it out: through this connection's own inflater if
+    /// the server keeps its context, else through the shared one (or, when its compressed bytes are
+    /// those of the message the shared one inflated last, as that message's plain bytes).
+    fn inflate_and_hand_out(
+        &mut self,
+        opcode: u8,
+        payload: &[u8],
+        on_message: &mut impl FnMut(&mut Client, u8, &[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let agreed = self.deflate.expect("checked by the caller");
+        let mut plain = std::mem::take(&mut self.plain);
+        if agreed.server_no_context_takeover {
+            SHARED.with(|shared| -> io::Result<()> {
+                let mut shared = shared.borrow_mut();
+                let shared = shared.get_or_insert_with(|| Shared {
+                    inflater: Decompress::new(false),
+                    seen: HashMap::new(),
+                    kept: 0,
+                });
+                let key = quick_key(payload);
+                let kept = shared
+                    .seen
+                    .get(&key)
+                    .and_then(|list| list.iter().find(|(c, _)| c == payload));
+                if let Some((_, known)) = kept {
+                    plain.clear();
+                    plain.extend_from_slice(known);
+                    return Ok(());
+                }
+                let inflated = inflate_into(&mut shared.inflater, payload, &mut plain);
+                shared.inflater.reset(false);
+                inflated?;
+                if shared.kept >= MAX_KEPT {
+                    shared.seen.clear();
+                    shared.kept = 0;
+                }
+                shared.kept += 1;
+                let entry = (payload.to_vec(), plain.clone());
+                shared.seen.entry(key).or_default().push(entry);
+                Ok(())
+            })?;
+        } else {
+            let window = agreed.server_max_window_bits.clamp(9, 15);
+            let inflater = self
+                .inflater
+                .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, window)));
+            inflate_into(inflater, payload, &mut plain)?;
+        }
+        self.stats.plain_bytes += plain.len() as u64;
+        let handled = on_message(self, opcode, &plain);
+        self.plain = plain;
+        handled
     }
 
     /// Bytes read but not yet handed out as a whole frame (the start of one still arriving).
@@ -290,9 +575,14 @@ impl Client {
     }
 }
 
-/// The header of the frame at the start of `buf`: (fin, opcode, header length, payload length),
-/// or `None` if incomplete. Server frames must not be masked (RFC 6455 §5.1).
-fn parse_header(buf: &[u8]) -> io::Result<Option<(bool, u8, usize, usize)>> {
+/// RSV1 in the first byte's reserved bits (`(b0 >> 4) & 7`): permessage-deflate's "compressed".
+const RSV1: u8 = 0x4;
+
+/// The header of the frame at the start of `buf`: (fin, reserved bits RSV1-RSV3 as `0..=7`, opcode,
+/// header length, payload length), or `None` if incomplete. Server frames must not be masked (RFC
+/// 6455 §5.1).
+#[allow(clippy::type_complexity)]
+fn parse_header(buf: &[u8]) -> io::Result<Option<(bool, u8, u8, usize, usize)>> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
     if b1 & 0x80 != 0 {
         return Err(protocol("server frame is masked"));
@@ -311,7 +601,13 @@ fn parse_header(buf: &[u8]) -> io::Result<Option<(bool, u8, usize, usize)>> {
         },
         n => (2, n as usize),
     };
-    Ok(Some((b0 & 0x80 != 0, b0 & 0x0f, header, len)))
+    Ok(Some((
+        b0 & 0x80 != 0,
+        (b0 >> 4) & 0x7,
+        b0 & 0x0f,
+        header,
+        len,
+    )))
 }
 
 /// Appends one client frame: header, masking key, masked payload (RFC 6455 §5.2-5.3).
@@ -322,7 +618,19 @@ pub fn encode_masked(
     payload: &[u8],
     masking_key: [u8; 4],
 ) {
-    out.push(if fin { 0x80 } else { 0 } | opcode);
+    encode_masked_ext(out, fin, false, opcode, payload, masking_key)
+}
+
+/// [`encode_masked`] with RSV1 set when `compressed` (a payload from [`deflate_message`]).
+pub fn encode_masked_ext(
+    out: &mut Vec<u8>,
+    fin: bool,
+    compressed: bool,
+    opcode: u8,
+    payload: &[u8],
+    masking_key: [u8; 4],
+) {
+    out.push(if fin { 0x80 } else { 0 } | if compressed { 0x40 } else { 0 } | opcode);
     let len = payload.len();
     if len < 126 {
         out.push(0x80 | len as u8);
@@ -362,14 +670,63 @@ mod tests {
 
     #[test]
     fn headers_parse_in_all_three_length_forms() {
-        assert_eq!(parse_header(&[0x81, 0x05]).unwrap(), Some((true, 1, 2, 5)));
+        assert_eq!(
+            parse_header(&[0x81, 0x05]).unwrap(),
+            Some((true, 0, 1, 2, 5))
+        );
         assert_eq!(
             parse_header(&[0x82, 0x7e, 0x01, 0x00]).unwrap(),
-            Some((true, 2, 4, 256))
+            Some((true, 0, 2, 4, 256))
         );
         let long = [0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0];
-        assert_eq!(parse_header(&long).unwrap(), Some((true, 2, 10, 65536)));
+        assert_eq!(parse_header(&long).unwrap(), Some((true, 0, 2, 10, 65536)));
         assert_eq!(parse_header(&[0x82, 0x7e, 0x01]).unwrap(), None);
         assert!(parse_header(&[0x81, 0x85]).is_err());
+        assert_eq!(
+            parse_header(&[0xc1, 0x07]).unwrap(),
+            Some((true, RSV1, 1, 2, 7))
+        );
+    }
+
+    #[test]
+    fn rfc_7692_hello_compresses_and_inflates() {
+        // §7.2.3.1: "Hello" without context is f2 48 cd c9 c9 07 00.
+        let hello = deflate_message(b"Hello", 15, 6);
+        assert_eq!(hello, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        let mut out = Vec::new();
+        inflate_into(&mut Decompress::new(false), &hello, &mut out).unwrap();
+        assert_eq!(out, b"Hello");
+        let mut frame = Vec::new();
+        encode_masked_ext(&mut frame, true, true, OP_TEXT, &hello, [0; 4]);
+        assert_eq!(frame[..2], [0xc1, 0x87]);
+    }
+
+    #[test]
+    fn a_small_window_compresses_what_a_small_window_inflates() {
+        let text: Vec<u8> = (0..4000).map(|i| b"abcdefghij"[(i * i) % 10]).collect();
+        let made = deflate_message(&text, 9, 6);
+        let mut out = Vec::new();
+        inflate_into(
+            &mut Decompress::new_with_window_bits(false, 9),
+            &made,
+            &mut out,
+        )
+        .unwrap();
+        assert!(out == text);
+    }
+
+    #[test]
+    fn answers_parse() {
+        let agreed = parse_answer(
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=9",
+        )
+        .unwrap();
+        assert!(agreed.server_no_context_takeover && !agreed.client_no_context_takeover);
+        assert_eq!(
+            (agreed.server_max_window_bits, agreed.client_max_window_bits),
+            (15, 9)
+        );
+        assert!(parse_answer("permessage-deflate; x_y").is_err());
+        assert!(parse_answer("x-webkit-deflate-frame").is_err());
     }
 }

@@ -80,6 +80,54 @@ pub fn sample_payload(size: usize, text: bool) -> Vec<u8> {
     bytes
 }
 
+/// Words for [`chat_json`]: common English, a few names and a little punctuation, as people type.
+const WORDS: [&str; 96] = [
+    "the", "be", "to", "of", "and", "a", "in", "that", "have", "I", "it", "for", "not", "on",
+    "with", "he", "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say",
+    "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what", "so",
+    "up", "out", "if", "about", "who", "get", "which", "go", "me", "when", "make", "can", "like",
+    "time", "no", "just", "him", "know", "take", "people", "into", "year", "your", "good", "some",
+    "could", "them", "see", "other", "than", "then", "now", "look", "only", "come", "its", "over",
+    "think", "also", "back", "after", "use", "two", "how", "our", "work", "lol", "ok?", "thanks!",
+    "tomorrow", "meeting", "Alice", "Bob", "deploy", "5pm,",
+];
+
+/// A chatroom message of exactly `size` bytes in the chatroom example's own JSON,
+/// `{"type":"message","id":42,"name":"user42","text":"..."}`, its words picked by `seed` (the same
+/// words as the frame bench's chat messages). Below the envelope's length (about 55 bytes) it is
+/// cut short; it is always ASCII, so any cut is valid UTF-8.
+pub fn chat_json(size: usize, seed: u64) -> Vec<u8> {
+    chat_json_with_id(size, seed, None)
+}
+
+/// [`chat_json`] from user `id` (one picked by `seed` when `None`).
+pub fn chat_json_with_id(size: usize, seed: u64, id: Option<usize>) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut below = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let id = id.unwrap_or_else(|| 1 + below(999));
+    let mut json = format!(r#"{{"type":"message","id":{id},"name":"user{id}","text":""#);
+    let end = r#""}"#;
+    while json.len() + end.len() < size {
+        if !json.ends_with('"') {
+            json.push(' ');
+        }
+        json.push_str(WORDS[below(WORDS.len())]);
+    }
+    let mut bytes = json.into_bytes();
+    // The last word may go past the end: cut it, and close the text and the object again.
+    if bytes.len() + end.len() > size && size >= 56 {
+        bytes.truncate(size - end.len());
+    }
+    bytes.extend_from_slice(end.as_bytes());
+    bytes.truncate(size);
+    bytes
+}
+
 /// Prints `why` and the usage text, then exits with status 2.
 pub fn usage_exit(usage: &str, why: &str) -> ! {
     eprintln!("error: {why}\n{usage}");
@@ -235,6 +283,18 @@ mod tests {
             let text = sample_payload(size, true);
             assert_eq!(text.len(), size);
             assert!(std::str::from_utf8(&text).is_ok());
+        }
+    }
+
+    #[test]
+    fn chat_json_is_a_chat_message_of_the_exact_size() {
+        for size in [10, 64, 200, 1024, 16_384] {
+            let json = chat_json(size, 42);
+            assert_eq!(json.len(), size);
+            assert!(json.starts_with(br#"{"type":"message""#[..size.min(17)].as_ref()));
+            if size >= 64 {
+                assert!(json.ends_with(br#""}"#));
+            }
         }
     }
 

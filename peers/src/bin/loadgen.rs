@@ -3,6 +3,7 @@
 //! ```text
 //! loadgen echo      --port P --conns 100 --size 20 [--secs 5] [--warmup 1] [--opcode text|binary] [--server-pid PID]
 //! loadgen broadcast --port P --conns 100 --size 20 [--secs 5] [--warmup 1] [--max-rounds 100000] [--server-pid PID]
+//!                   [--senders N] (every round N of the clients send, all unless it says fewer)
 //! loadgen idle      --port P --conns 10000 --server-pid PID [--size 20]
 //! loadgen chat      --port P --conns 1000 [--size 20] [--secs 5] [--warmup 1] [--server-pid PID]
 //!                   [--ports P1,P2,..] [--server-pids PID1,PID2,..] [--redis-pid PID]
@@ -16,6 +17,16 @@
 //! loadgen free-port                             (print a free loopback port)
 //! ```
 //!
+//! Every run mode but probe takes `--deflate on` (offer permessage-deflate as a browser does,
+//! `permessage-deflate; client_max_window_bits`, and fail unless the server accepts it) and
+//! `--payload json` (echo, broadcast and idle send a chat message of the chatroom's JSON, `--size`
+//! bytes, instead of the sample text). With `--deflate on`, echo, broadcast and idle send their
+//! one payload compressed once up front (level 6, the window the server answered; RSV1 set: with
+//! no context kept on our side every message is independent), chat and topic send theirs plain,
+//! and every mode inflates what arrives compressed (all of it: see `client.rs` for why that stays
+//! cheap) and checks it as it checks a plain message. The RESULT line then also says how many
+//! messages came compressed and their payload bytes on the wire and inflated.
+//!
 //! One thread, one mio poll, nonblocking sockets: the generator needs one core, leaving the other
 //! to a single-threaded server. Each run prints its own CPU use so that a saturated generator is
 //! visible, and with `--server-pid` the server's CPU time per message (from `/proc/PID/stat`),
@@ -27,21 +38,26 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
-use wsloop_peers::client::{encode_masked, Client, Phase, OP_BINARY, OP_TEXT};
+use wsloop_peers::client::{
+    deflate_message, encode_masked, encode_masked_ext, Client, Phase, Received, DEFLATE_OFFER,
+    OP_BINARY, OP_TEXT,
+};
 use wsloop_peers::{
-    own_cpu_seconds, process_cpu_split, process_rss_bytes, raise_nofile_limit, sample_payload,
-    Flags,
+    chat_json, chat_json_with_id, own_cpu_seconds, process_cpu_split, process_rss_bytes,
+    raise_nofile_limit, sample_payload, Flags,
 };
 
 const USAGE: &str =
     "usage: loadgen echo|broadcast|idle|chat --port P --conns N [--size S] [--secs D] [--warmup W]
          [--opcode text|binary] [--max-rounds R] [--server-pid PID] [--host 127.0.0.1]
+         [--senders N] (broadcast: N of the clients send each round; all unless given)
        loadgen chat --ports P1,P2,... --conns N [--senders 1|N|all] [--window M] [--messages K]
          [--server-pids PID1,PID2,...] [--redis-pid PID] [--size S] [--secs D] [--warmup W]
        loadgen topic --port P --conns N --subscribers K --mode pub|each [--senders J] [--window M]
          [--size S] [--secs D] [--warmup W] [--server-pid PID]
        loadgen probe --port P [--timeout SECS]
-       loadgen free-port";
+       loadgen free-port
+       every mode but probe: [--deflate on|off] [--payload sample|json]";
 const FLAGS: &[&str] = &[
     "host",
     "port",
@@ -61,6 +77,8 @@ const FLAGS: &[&str] = &[
     "server-pids",
     "redis-pid",
     "messages",
+    "deflate",
+    "payload",
 ];
 /// Connects and handshakes in flight at once while opening connections.
 const MAX_IN_FLIGHT: usize = 256;
@@ -102,9 +120,10 @@ struct Pool {
 
 impl Pool {
     /// Opens `n` connections to `addr` and completes every handshake; a message before any was
-    /// sent is an error.
-    fn open(addr: SocketAddr, n: usize) -> Result<Pool, String> {
-        Pool::open_with(&[addr], n, &mut |_, _, _| {
+    /// sent is an error. `offer`: the extensions every upgrade request offers, which the server
+    /// must accept on every connection.
+    fn open(addr: SocketAddr, n: usize, offer: Option<&str>) -> Result<Pool, String> {
+        Pool::open_with(&[addr], n, offer, &mut |_, _, _| {
             Err(io::Error::other("message before any was sent"))
         })
     }
@@ -114,6 +133,7 @@ impl Pool {
     fn open_with(
         addrs: &[SocketAddr],
         n: usize,
+        offer: Option<&str>,
         early: &mut OnMessage<'_>,
     ) -> Result<Pool, String> {
         // A plain blocking connect first, so that an absent server is one clear error.
@@ -132,7 +152,7 @@ impl Pool {
             while pool.clients.len() < n && pool.clients.len() - open < MAX_IN_FLIGHT {
                 let token = Token(pool.clients.len());
                 let addr = addrs[token.0 % addrs.len()];
-                let mut client = Client::connect(addr)
+                let mut client = Client::connect_offering(addr, offer)
                     .map_err(|e| format!("connect #{} to {addr}: {e}", token.0))?;
                 client.tag = token.0;
                 let interest = Interest::READABLE | Interest::WRITABLE;
@@ -154,7 +174,38 @@ impl Pool {
                 ));
             }
         }
+        if offer.is_some() {
+            let first = pool.clients[0].deflate;
+            if first.is_none() {
+                return Err(
+                    "the server declined permessage-deflate (is it started with --deflate?)".into(),
+                );
+            }
+            if let Some(other) = pool.clients.iter().find(|c| c.deflate != first) {
+                return Err(format!(
+                    "connections agreed differently: {first:?} on #0, {:?} on #{}",
+                    other.deflate, other.tag
+                ));
+            }
+        }
         Ok(pool)
+    }
+
+    /// The window our compressed messages may use, if permessage-deflate was agreed.
+    fn client_window(&self) -> Option<u8> {
+        self.clients
+            .first()?
+            .deflate
+            .map(|a| a.client_max_window_bits)
+    }
+
+    /// What every connection has received so far, summed.
+    fn received(&self) -> Received {
+        let mut sum = Received::default();
+        for client in &self.clients {
+            sum += client.stats;
+        }
+        sum
     }
 
     /// One poll turn (at most 50 ms): completes connects, flushes writes, and hands each received
@@ -304,21 +355,99 @@ struct Common {
     warmup: Duration,
     secs: Duration,
     server_pid: Option<u32>,
+    /// `--deflate on`: offer permessage-deflate (and send compressed where the mode does).
+    deflate: bool,
+    /// `--payload json`: the chatroom's JSON instead of the sample text.
+    json: bool,
 }
 
+/// zlib's level for the messages the load generator compresses (once each).
+const CLIENT_LEVEL: u32 = 6;
+
 impl Common {
-    /// The payload every connection sends, and its masked frame, encoded once.
-    fn message(&self) -> (Vec<u8>, Vec<u8>) {
-        let payload = sample_payload(self.size, self.opcode == OP_TEXT);
+    /// The extensions to offer.
+    fn offer(&self) -> Option<&'static str> {
+        self.deflate.then_some(DEFLATE_OFFER)
+    }
+
+    /// The payload every connection sends, and its masked frame, encoded once: compressed (RSV1,
+    /// with the window the server answered) when `pool` agreed to permessage-deflate.
+    fn message(&self, pool: &Pool) -> (Vec<u8>, Vec<u8>) {
+        let payload = if self.json {
+            chat_json(self.size, 42)
+        } else {
+            sample_payload(self.size, self.opcode == OP_TEXT)
+        };
+        self.frame(pool, payload)
+    }
+
+    /// `payload` and its frame.
+    fn frame(&self, pool: &Pool, payload: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
         let mut frame = Vec::with_capacity(self.size + 14);
-        encode_masked(
-            &mut frame,
-            true,
-            self.opcode,
-            &payload,
-            [0x37, 0xfa, 0x21, 0x3d],
-        );
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        match pool.client_window() {
+            Some(bits) => {
+                let compressed = deflate_message(&payload, bits, CLIENT_LEVEL);
+                encode_masked_ext(&mut frame, true, true, self.opcode, &compressed, mask)
+            }
+            None => encode_masked(&mut frame, true, self.opcode, &payload, mask),
+        }
         (payload, frame)
+    }
+}
+
+/// The user id of a chat message from [`chat_json_with_id`] (the digits after `"id":`).
+fn json_id(json: &[u8]) -> Option<usize> {
+    let rest = json.strip_prefix(br#"{"type":"message","id":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// What every connection received, and the size of the frames sent (the mean, when connections
+/// send different ones), as `key=value`s for the RESULT line and a line for people, printed by
+/// [`Wire::print`]: how many messages came compressed, their payload bytes on the wire and inflated
+/// per message. Empty without permessage-deflate.
+struct Wire {
+    kv: String,
+    line: Option<String>,
+}
+
+impl Wire {
+    fn print(&self) {
+        if let Some(line) = &self.line {
+            println!("{line}");
+        }
+    }
+}
+
+fn wire_report(pool: &Pool, sent_frame_bytes: Option<f64>) -> Wire {
+    let Some(agreed) = pool.clients.first().and_then(|c| c.deflate) else {
+        return Wire {
+            kv: String::new(),
+            line: None,
+        };
+    };
+    let r = pool.received();
+    let per = |bytes: u64| bytes as f64 / r.messages.max(1) as f64;
+    let line = format!(
+        "permessage-deflate {agreed:?}: {} of {} messages received compressed, {:.1} B per message on the wire for {:.1} B inflated{}",
+        r.compressed,
+        r.messages,
+        per(r.wire_bytes),
+        per(r.plain_bytes),
+        sent_frame_bytes.map_or(String::new(), |f| format!("; sent as {f:.1} B frames")),
+    );
+    let kv = format!(
+        " deflate=1 received={} received_compressed={} wire_bytes_per_msg={:.1} plain_bytes_per_msg={:.1}{}",
+        r.messages,
+        r.compressed,
+        per(r.wire_bytes),
+        per(r.plain_bytes),
+        sent_frame_bytes.map_or(String::new(), |f| format!(" sent_frame_bytes={f:.1}")),
+    );
+    Wire {
+        kv,
+        line: Some(line),
     }
 }
 
@@ -338,6 +467,21 @@ fn common(flags: &Flags) -> Common {
         server_pid: flags
             .opt("server-pid")
             .map(|_| flags.get("server-pid", 0u32)),
+        deflate: match flags.opt("deflate").unwrap_or("off") {
+            "on" => true,
+            "off" => false,
+            other => {
+                wsloop_peers::usage_exit(USAGE, &format!("--deflate is on or off, not {other:?}"))
+            }
+        },
+        json: match flags.opt("payload").unwrap_or("sample") {
+            "json" => true,
+            "sample" => false,
+            other => wsloop_peers::usage_exit(
+                USAGE,
+                &format!("--payload is sample or json, not {other:?}"),
+            ),
+        },
     };
     let limit = raise_nofile_limit(c.conns as u64 + 256);
     if limit < c.conns as u64 + 16 {
@@ -354,8 +498,8 @@ fn common(flags: &Flags) -> Common {
 
 fn echo(flags: &Flags) -> Result<(), String> {
     let c = common(flags);
-    let (expected, frame) = c.message();
-    let mut pool = Pool::open(c.addr, c.conns)?;
+    let mut pool = Pool::open(c.addr, c.conns, c.offer())?;
+    let (expected, frame) = c.message(&pool);
 
     let start = Instant::now();
     let (measure_from, stop_at) = (start + c.warmup, start + c.warmup + c.secs);
@@ -405,6 +549,7 @@ fn echo(flags: &Flags) -> Result<(), String> {
             Ok(())
         })?;
     }
+    let wire = wire_report(&pool, Some(frame.len() as f64));
     pool.close();
 
     let (wall, own, server) = measured.expect("measured");
@@ -420,30 +565,75 @@ fn echo(flags: &Flags) -> Result<(), String> {
         us(pct(0.50)), us(pct(0.99)), us(latencies.last())
     );
     let cpu = report_cpu(wall, own, server, msgs as f64, "msg");
+    wire.print();
+    let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=echo conns={} size={} msgs={msgs} secs={wall:.3} msgs_per_s={rate:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} {cpu}",
+        "RESULT mode=echo conns={} size={} msgs={msgs} secs={wall:.3} msgs_per_s={rate:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} {cpu}{wire_kv}",
         c.conns, c.size, us(pct(0.50)), us(pct(0.99)), us(latencies.last())
     );
     Ok(())
 }
 
+/// Every round, `--senders` of the clients (all of them unless it says fewer, spread over the
+/// connections) each send one message, and every client must receive all of them before the next
+/// round starts: `conns` x `senders` deliveries a round (N² with every client sending).
 fn broadcast(flags: &Flags) -> Result<(), String> {
     let c = common(flags);
     let max_rounds: u64 = flags.get("max-rounds", 100_000);
-    let (expected, frame) = c.message();
-    let mut pool = Pool::open(c.addr, c.conns)?;
+    let mut pool = Pool::open(c.addr, c.conns, c.offer())?;
     let n = c.conns;
+    let senders = flags.get("senders", n).clamp(1, n);
+    let sender_conn = |j: usize| j * n / senders;
+    // With --payload json each sender sends messages of its own, from its own user id, cycling
+    // through enough of them that a sender's message comes back only after more than 128 KiB of
+    // others (4 of the largest deflate window): a server that keeps a compression context per
+    // receiver then meets what it would in a chat, messages alike in shape but never one that is
+    // still in its window. Without it every client sends the one sample payload.
+    let cycle = if c.json {
+        (4 * 32_768usize).div_ceil(senders * c.size.max(1)).max(1)
+    } else {
+        1
+    };
+    let messages: Vec<Vec<(Vec<u8>, Vec<u8>)>> = if c.json {
+        (0..senders)
+            .map(|j| {
+                (0..cycle)
+                    .map(|k| {
+                        let payload =
+                            chat_json_with_id(c.size, (j * cycle + k) as u64, Some(j + 1));
+                        c.frame(&pool, payload)
+                    })
+                    .collect()
+            })
+            .collect()
+    } else {
+        vec![vec![c.message(&pool)]]
+    };
+    let expected = |round: usize, got: &[u8]| -> &[u8] {
+        let by_sender = match messages.len() {
+            1 => &messages[0],
+            _ => match json_id(got).and_then(|id| messages.get(id.wrapping_sub(1))) {
+                Some(by_sender) => by_sender,
+                None => return &[],
+            },
+        };
+        &by_sender[round % by_sender.len()].0
+    };
 
     let start = Instant::now();
     let measure_from = start + c.warmup;
     let mut window: Option<CpuWindow> = None;
     let mut round_times: Vec<u64> = Vec::new();
-    loop {
-        // One round: every client sends once, then waits until it has all n messages.
+    for round in 0.. {
+        // One round: every sender sends once, then every client waits until it has them all.
         let round_start = Instant::now();
         for client in &mut pool.clients {
             client.received = 0;
-            client.send(&frame).map_err(str_err)?;
+        }
+        for j in 0..senders {
+            let by_sender = &messages[j % messages.len()];
+            let frame = &by_sender[round % by_sender.len()].1;
+            pool.clients[sender_conn(j)].send(frame).map_err(str_err)?;
         }
         let mut waiting = n;
         while waiting > 0 {
@@ -453,15 +643,15 @@ fn broadcast(flags: &Flags) -> Result<(), String> {
                 ));
             }
             pool.turn(round_start + STEP_TIMEOUT, &mut |client, op, got| {
-                if op != c.opcode || got != expected.as_slice() {
+                if op != c.opcode || got != expected(round, got) {
                     return Err(io::Error::other("delivery differs from the message sent"));
                 }
                 client.received += 1;
-                if client.received == n {
+                if client.received == senders {
                     waiting -= 1;
-                } else if client.received > n {
+                } else if client.received > senders {
                     return Err(io::Error::other(
-                        "more deliveries than clients in one round",
+                        "more deliveries than senders in one round",
                     ));
                 }
                 Ok(())
@@ -480,19 +670,29 @@ fn broadcast(flags: &Flags) -> Result<(), String> {
         }
     }
     let (wall, own, server) = window.expect("measured rounds").end();
+    let frames: Vec<usize> = messages.iter().flatten().map(|(_, f)| f.len()).collect();
+    let mean = frames.iter().sum::<usize>() as f64 / frames.len() as f64;
+    let wire = wire_report(&pool, Some(mean));
     pool.close();
 
     let rounds = round_times.len();
-    let deliveries = (rounds * n * n) as f64;
+    let deliveries = (rounds * n * senders) as f64;
     round_times.sort_unstable();
     let ms = |q: f64| round_times[((rounds as f64 * q) as usize).min(rounds - 1)] as f64 / 1e6;
+    let who = if senders == n {
+        String::new()
+    } else {
+        format!(" ({senders} of them sending each round)")
+    };
     println!(
-        "broadcast {n} clients x {} B: {rounds} rounds in {wall:.2} s = {:.1} rounds/s, {:.0} deliveries/s; round p50 {:.2} ms, p99 {:.2} ms",
+        "broadcast {n} clients{who} x {} B: {rounds} rounds in {wall:.2} s = {:.1} rounds/s, {:.0} deliveries/s; round p50 {:.2} ms, p99 {:.2} ms",
         c.size, rounds as f64 / wall, deliveries / wall, ms(0.5), ms(0.99)
     );
     let cpu = report_cpu(wall, own, server, deliveries, "delivery");
+    wire.print();
+    let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=broadcast conns={n} size={} rounds={rounds} secs={wall:.3} rounds_per_s={:.2} deliveries_per_s={:.0} round_p50_ms={:.3} round_p99_ms={:.3} {cpu}",
+        "RESULT mode=broadcast conns={n} senders={senders} size={} rounds={rounds} secs={wall:.3} rounds_per_s={:.2} deliveries_per_s={:.0} round_p50_ms={:.3} round_p99_ms={:.3} {cpu}{wire_kv}",
         c.size, rounds as f64 / wall, deliveries / wall, ms(0.5), ms(0.99)
     );
     Ok(())
@@ -506,12 +706,14 @@ fn idle(flags: &Flags) -> Result<(), String> {
     let rss = || process_rss_bytes(pid).ok_or(format!("cannot read /proc/{pid}/status"));
     let settle = || std::thread::sleep(Duration::from_millis(500));
     let before = rss()?;
-    let mut pool = Pool::open(c.addr, c.conns)?;
+    let mut pool = Pool::open(c.addr, c.conns, c.offer())?;
     settle();
     let open = rss()?;
 
-    // Then one echo on each, so that buffers allocated on first use are counted too.
-    let (expected, frame) = c.message();
+    // Then one echo on each, so that buffers allocated on first use are counted too (with
+    // permessage-deflate: a compressed message each way, so that a connection's own streams are
+    // made, if it keeps any).
+    let (expected, frame) = c.message(&pool);
     for client in &mut pool.clients {
         client.send(&frame).map_err(str_err)?;
     }
@@ -531,6 +733,14 @@ fn idle(flags: &Flags) -> Result<(), String> {
     }
     settle();
     let used = rss()?;
+    let wire = wire_report(&pool, Some(frame.len() as f64));
+    let compressed = pool.received().compressed;
+    if c.deflate && compressed < c.conns as u64 {
+        println!(
+            "warning: only {compressed} of {} echoes came back compressed (below the server's threshold?)",
+            c.conns
+        );
+    }
     pool.close();
     settle();
     let after = rss()?;
@@ -541,9 +751,11 @@ fn idle(flags: &Flags) -> Result<(), String> {
         "idle {} connections: server RSS {:.1} MiB before, {:.1} MiB handshaked ({:.0} B/conn), {:.1} MiB after one {} B echo each ({:.0} B/conn), {:.1} MiB after closing",
         c.conns, mib(before), mib(open), per(open), mib(used), c.size, per(used), mib(after)
     );
+    wire.print();
+    let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=idle conns={} rss_before={before} rss_open={open} rss_used={used} rss_closed={after} bytes_per_conn_open={:.0} bytes_per_conn_used={:.0}",
-        c.conns, per(open), per(used)
+        "RESULT mode=idle conns={} size={} rss_before={before} rss_open={open} rss_used={used} rss_closed={after} bytes_per_conn_open={:.0} bytes_per_conn_used={:.0}{wire_kv}",
+        c.conns, c.size, per(open), per(used)
     );
     Ok(())
 }
@@ -686,7 +898,7 @@ fn chat(flags: &Flags) -> Result<(), String> {
     // Sender j is user j * n / senders: one sender is user 0, on the first node; all: every user.
     let sender_conn = |j: usize| j * n / senders;
 
-    let mut pool = Pool::open_with(&addrs, n, &mut |_, _, _| Ok(()))?;
+    let mut pool = Pool::open_with(&addrs, n, c.offer(), &mut |_, _, _| Ok(()))?;
     // The join notices (n² of them) settle first: until nothing has arrived for 300 ms.
     let deadline = Instant::now() + STEP_TIMEOUT;
     let mut quiet_since = Instant::now();
@@ -774,6 +986,7 @@ fn chat(flags: &Flags) -> Result<(), String> {
     while Instant::now() < until {
         pool.turn(until, &mut |client, op, got| books.receive(client, op, got))?;
     }
+    let wire = wire_report(&pool, None);
     pool.close();
 
     let (first, stop) = (
@@ -833,8 +1046,10 @@ fn chat(flags: &Flags) -> Result<(), String> {
             per_msg(r.user)
         );
     }
+    wire.print();
+    let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=chat nodes={nodes} conns={n} senders={senders} window={window} size={} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={} p99_us={} {cpu}",
+        "RESULT mode=chat nodes={nodes} conns={n} senders={senders} window={window} size={} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={} p99_us={} {cpu}{wire_kv}",
         c.size, quantile(0.5), quantile(0.99)
     );
     Ok(())
@@ -902,7 +1117,7 @@ fn topic(flags: &Flags) -> Result<(), String> {
     let is_quiet = |tag: usize| !matches!(roles[tag], Role::Subscriber(_));
     let (mut stray_msgs, mut stray_bytes) = (0u64, 0usize);
 
-    let mut pool = Pool::open(c.addr, n)?;
+    let mut pool = Pool::open(c.addr, n, c.offer())?;
     let mut frame = Vec::with_capacity(size + 14);
     encode_masked(
         &mut frame,
@@ -1048,6 +1263,7 @@ fn topic(flags: &Flags) -> Result<(), String> {
         .filter(|client| is_quiet(client.tag))
         .map(Client::pending_bytes)
         .sum::<usize>();
+    let wire = wire_report(&pool, None);
     pool.close();
     let others = n - subs;
     if stray_bytes > 0 {
@@ -1069,8 +1285,10 @@ fn topic(flags: &Flags) -> Result<(), String> {
         "topic {via}: {subs} of {n} connections subscribed, {senders} sender(s) with at most {window} messages in flight each, {size} B text: {messages} messages, {deliveries} deliveries in {wall:.2} s = {rate:.0} deliveries/s; delivery latency p50 {p50} us, p99 {p99} us; {stray_bytes} bytes to the other {others} connections"
     );
     let cpu = report_cpu(wall, own, server, deliveries as f64, "delivery");
+    wire.print();
+    let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=topic via={via} conns={n} subscribers={subs} senders={senders} window={window} size={size} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={p50} p99_us={p99} stray_bytes={stray_bytes} {cpu}"
+        "RESULT mode=topic via={via} conns={n} subscribers={subs} senders={senders} window={window} size={size} messages={messages} deliveries={deliveries} secs={wall:.3} deliveries_per_s={rate:.0} p50_us={p50} p99_us={p99} stray_bytes={stray_bytes} {cpu}{wire_kv}"
     );
     Ok(())
 }
