@@ -147,17 +147,10 @@ fn partial_text(c: &mut Criterion) {
     group.finish();
 }
 
-/// Words for the chat-like text: common English, a few names and a little punctuation, as people type.
-const WORDS: [&str; 96] = [
-    "the", "be", "to", "of", "and", "a", "in", "that", "have", "I", "it", "for", "not", "on",
-    "with", "he", "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say",
-    "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what", "so",
-    "up", "out", "if", "about", "who", "get", "which", "go", "me", "when", "make", "can", "like",
-    "time", "no", "just", "him", "know", "take", "people", "into", "year", "your", "good", "some",
-    "could", "them", "see", "other", "than", "then", "now", "look", "only", "come", "its", "over",
-    "think", "also", "back", "after", "use", "two", "how", "our", "work", "lol", "ok?", "thanks!",
-    "tomorrow", "meeting", "Alice", "Bob", "deploy", "5pm,",
-];
+/// Words for the chat-like text, the same as the load generator's.
+#[path = "../peers/src/words.rs"]
+mod words;
+use words::WORDS;
 
 /// A small xorshift generator: the same "random" chat on every run.
 struct Rng(u64);

@@ -80,17 +80,10 @@ pub fn sample_payload(size: usize, text: bool) -> Vec<u8> {
     bytes
 }
 
-/// Words for [`chat_json`]: common English, a few names and a little punctuation, as people type.
-const WORDS: [&str; 96] = [
-    "the", "be", "to", "of", "and", "a", "in", "that", "have", "I", "it", "for", "not", "on",
-    "with", "he", "as", "you", "do", "at", "this", "but", "his", "by", "from", "they", "we", "say",
-    "her", "she", "or", "an", "will", "my", "one", "all", "would", "there", "their", "what", "so",
-    "up", "out", "if", "about", "who", "get", "which", "go", "me", "when", "make", "can", "like",
-    "time", "no", "just", "him", "know", "take", "people", "into", "year", "your", "good", "some",
-    "could", "them", "see", "other", "than", "then", "now", "look", "only", "come", "its", "over",
-    "think", "also", "back", "after", "use", "two", "how", "our", "work", "lol", "ok?", "thanks!",
-    "tomorrow", "meeting", "Alice", "Bob", "deploy", "5pm,",
-];
+/// Words for [`chat_json`] (shared with the frame bench).
+#[path = "words.rs"]
+mod words;
+use words::WORDS;
 
 /// A chatroom message of exactly `size` bytes in the chatroom example's own JSON,
 /// `{"type":"message","id":42,"name":"user42","text":"..."}`, its words picked by `seed` (the same
