@@ -734,31 +734,15 @@ fn a_message_that_inflates_past_max_message_is_closed_with_1009_at_one_byte_over
 /// The same message twice in a row from a client that keeps its compressor: the second time it is a reference to
 /// the first, a few bytes. Returns (first, second) as sent.
 fn same_twice(peer: &mut Peer, settings: &Deflate, text: &str) -> (usize, usize) {
-    let first = peer.compress(text.as_bytes());
-    let bytes = peer.frames(OpCode::Text, &first, true, &[]).concat();
-    peer.write(&bytes);
-    let got = peer.message();
-    check(
-        peer,
-        settings,
-        &got,
-        OpCode::Text,
-        text.as_bytes(),
-        "first of two",
-    );
-    let second = peer.compress(text.as_bytes());
-    let bytes = peer.frames(OpCode::Text, &second, true, &[]).concat();
-    peer.write(&bytes);
-    let got = peer.message();
-    check(
-        peer,
-        settings,
-        &got,
-        OpCode::Text,
-        text.as_bytes(),
-        "second of two",
-    );
-    (first.len(), second.len())
+    let [first, second] = ["first of two", "second of two"].map(|what| {
+        let wire = peer.compress(text.as_bytes());
+        let bytes = peer.frames(OpCode::Text, &wire, true, &[]).concat();
+        peer.write(&bytes);
+        let got = peer.message();
+        check(peer, settings, &got, OpCode::Text, text.as_bytes(), what);
+        wire.len()
+    });
+    (first, second)
 }
 
 #[test]
