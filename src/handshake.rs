@@ -243,8 +243,27 @@ impl HttpResponse {
     }
 
     /// The response as bytes on the wire; the server closes the connection after it.
+    ///
+    /// A content type that is not a valid header value (RFC 7230 §3.2: a CR or LF in it would end the header and
+    /// start another, one the application never meant to send) is not written: the response becomes a 500.
     pub fn into_bytes(self) -> Vec<u8> {
+        if !self.is_valid() {
+            return HttpResponse::new(
+                500,
+                "text/plain; charset=utf-8",
+                "the application's response has a Content-Type that is not a valid header value\n",
+            )
+            .into_bytes();
+        }
         self.into_bytes_with("close", "")
+    }
+
+    /// True when the content type is a valid header value: visible ASCII, spaces and tabs, no control character
+    /// (RFC 7230 §3.2's `field-value`, without the obsolete non-ASCII bytes).
+    pub fn is_valid(&self) -> bool {
+        self.content_type
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
     }
 
     fn into_bytes_with(self, connection: &str, extra_headers: &str) -> Vec<u8> {
@@ -286,6 +305,29 @@ mod tests {
     const RFC_REQUEST: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\
         Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn a_content_type_that_would_inject_a_header_is_never_written() {
+        for bad in [
+            "text/html\r\nSet-Cookie: x=1",
+            "text/html\nX: y",
+            "text/\u{0}html",
+            "tëxt/html",
+        ] {
+            let response = HttpResponse::new(200, bad, "<p>hi</p>");
+            assert!(!response.is_valid(), "{bad:?}");
+            let bytes = String::from_utf8(response.into_bytes()).unwrap();
+            assert!(bytes.starts_with("HTTP/1.1 500 "), "{bytes}");
+            assert!(
+                !bytes.contains("Set-Cookie") && !bytes.contains("X: y") && !bytes.contains("<p>")
+            );
+        }
+        let good = HttpResponse::new(200, "text/html; charset=utf-8", "<p>hi</p>");
+        assert!(good.is_valid());
+        let bytes = String::from_utf8(good.into_bytes()).unwrap();
+        assert!(bytes.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"));
+        assert!(bytes.ends_with("\r\n\r\n<p>hi</p>"));
+    }
 
     fn parsed(text: &str) -> Request<'_> {
         match parse_request(text.as_bytes(), 8192) {

@@ -68,6 +68,8 @@
 //! Server::start_server("127.0.0.1:9001", Config::default(), Echo).unwrap();
 //! ```
 #![warn(missing_docs)]
+// An `unsafe fn` says what its caller promises; what it does itself on that promise is marked, one block at a time.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod bus;
 mod connection;

@@ -602,6 +602,14 @@ impl Server {
                 return Some(0);
             }
             match handler.http(&req) {
+                Some(response) if !response.is_valid() => {
+                    error!(
+                        "{} {} {}: the handler's response has a Content-Type that is not a valid header value \
+                         ({:?}); answered 500 instead",
+                        self.conns[key].id, req.method, req.path, response.content_type
+                    );
+                    self.finish_http(key, response.into_bytes());
+                }
                 Some(response) => {
                     debug!(
                         "{} {} {} -> {}",
