@@ -59,6 +59,13 @@ pub trait Handler {
         let _ = (ws, token);
     }
 
+    /// A pong from connection `id`: the answer to a ping of [`Handle::ping`] carries that ping's payload (RFC 6455
+    /// §5.5.3), so the application can time a round trip (what a chat shows as latency). Pongs the peer sends on its
+    /// own, and answers to the server's own idle pings, come here too. Not part of the PHP function table.
+    fn pong(&mut self, ws: &mut Handle<'_>, id: ConnId, payload: &[u8]) {
+        let _ = (ws, id, payload);
+    }
+
     /// A plain HTTP `GET` without any WebSocket header. Return a response to serve it; `None` answers 426.
     fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
         let _ = req;
@@ -200,6 +207,20 @@ impl Handle<'_> {
     /// [`Outgoing`]). `id` may belong to another loop of the server: the message then goes to that loop.
     pub fn send<'m>(&mut self, id: ConnId, msg: impl Into<Outgoing<'m>>) {
         self.actions.push(Action::send(id, msg));
+    }
+
+    /// Pings connection `id` with `payload` (at most 125 bytes, §5.5; false for a longer one): the peer's pong comes
+    /// back to [`Handler::pong`] with the same payload. The ping waits behind what is queued for the connection, so
+    /// the round trip it measures is the one a message sent now would take; like a message, it counts against
+    /// `max_buffered`. Ignored if the connection is gone or closing; `id` may belong to another loop.
+    pub fn ping(&mut self, id: ConnId, payload: &[u8]) -> bool {
+        if payload.len() > frame::MAX_CONTROL_PAYLOAD {
+            return false;
+        }
+        let mut ping = Vec::with_capacity(2 + payload.len());
+        frame::encode(&mut ping, true, OpCode::Ping, payload);
+        self.actions.push(Action::Send(id, Head::NONE, ping));
+        true
     }
 
     /// Sends a message to every handshaked connection (on every loop, and every node), the sender included. The

@@ -558,7 +558,12 @@ impl Server {
                 conn.push_pong(pong);
                 self.mark_dirty(key);
             }
-            Event::Pong(_) => {} // proof of life; `last_seen` is already updated
+            // Proof of life (`last_seen` is already updated), and the application's round trip if it pinged.
+            Event::Pong(_) if conn.closing.is_some() => {}
+            Event::Pong(payload) => {
+                handler.pong(&mut self.handle(), id, payload);
+                self.apply_actions(handler);
+            }
             Event::Close(close) => match conn.closing {
                 None => {
                     // §5.5.1: answer with a close frame echoing the status code, after everything already queued.

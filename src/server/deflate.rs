@@ -147,7 +147,10 @@ impl Server {
             return Chunk::data(head, bytes);
         };
         let made = match frame_parts(&head, bytes.as_slice()) {
-            Some((opcode, payload)) if payload.len() >= settings.threshold => {
+            // RFC 7692 §6: only data messages are compressed, never a control frame (an application's ping).
+            Some((opcode, payload))
+                if !opcode.is_control() && payload.len() >= settings.threshold =>
+            {
                 match session.own_compressor(&settings) {
                     Some(own) => compressed(own, opcode, payload, false),
                     None => {
