@@ -251,13 +251,26 @@ pub fn decode_header(buf: &[u8], limits: &Limits) -> Result<Status<Header>, Fram
 /// continuation (§6.1).
 #[inline]
 fn check_first_byte(b0: u8, limits: &Limits) -> Result<OpCode, FrameError> {
-    let opcode = OpCode::from_u8(b0 & OPCODE);
-    let rsv = (b0 & RSV) >> 4;
-    let may_compress = limits.deflate && matches!(opcode, Some(OpCode::Text | OpCode::Binary));
-    if rsv != 0 && !(rsv == RSV1_COMPRESSED && may_compress) {
-        return Err(FrameError::ReservedBits(rsv));
+    if b0 & RSV != 0 {
+        check_rsv(b0, limits)?;
     }
-    opcode.ok_or(FrameError::UnknownOpcode(b0 & OPCODE))
+    OpCode::from_u8(b0 & OPCODE).ok_or(FrameError::UnknownOpcode(b0 & OPCODE))
+}
+
+/// A reserved bit is set: fine only for RSV1 alone, on a text or binary frame, with permessage-deflate. Out of line,
+/// so that the common frame pays one test for all of this.
+#[cold]
+#[inline(never)]
+fn check_rsv(b0: u8, limits: &Limits) -> Result<(), FrameError> {
+    let rsv = (b0 & RSV) >> 4;
+    let is_data_start = matches!(
+        OpCode::from_u8(b0 & OPCODE),
+        Some(OpCode::Text | OpCode::Binary)
+    );
+    if rsv == RSV1_COMPRESSED && limits.deflate && is_data_start {
+        return Ok(());
+    }
+    Err(FrameError::ReservedBits(rsv))
 }
 
 /// Decodes one frame from the front of `buf`, unmasking its payload in place.

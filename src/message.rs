@@ -122,24 +122,10 @@ impl Assembler {
 
     /// Takes one decoded frame. `Ok(None)` means a fragment was stored and the message is not complete yet.
     ///
-    /// A compressed message (RFC 7692) goes through an inflater made for it, as if its client started every
-    /// message afresh; [`Assembler::push_with`] says which to use.
+    /// A frame of a compressed message (RFC 7692) needs an inflater: give it through [`Assembler::push_with`].
+    /// Here it is taken for a plain one.
     #[inline]
     pub fn push<'a>(&'a mut self, frame: Frame<'a>) -> Result<Option<Event<'a>>, FrameError> {
-        self.push_with(frame, None)
-    }
-
-    /// [`Assembler::push`], with the inflater a compressed message goes through.
-    #[inline]
-    pub fn push_with<'a>(
-        &'a mut self,
-        frame: Frame<'a>,
-        inflate: Option<Inflate<'_>>,
-    ) -> Result<Option<Event<'a>>, FrameError> {
-        let is_data = !frame.opcode.is_control();
-        if is_data && (frame.rsv == RSV1_COMPRESSED || self.is_compressed()) {
-            return self.push_compressed(frame, inflate);
-        }
         match frame.opcode {
             OpCode::Ping => Ok(Some(Event::Ping(frame.payload))),
             OpCode::Pong => Ok(Some(Event::Pong(frame.payload))),
@@ -173,6 +159,22 @@ impl Assembler {
                 self.finish().map(|m| Some(Event::Message(m)))
             }
         }
+    }
+
+    /// [`Assembler::push`] for a connection with permessage-deflate: a frame of a compressed message (RSV1 on its
+    /// first frame) is inflated through `inflate` (or, with `None`, an inflater made for the message); any other
+    /// frame goes to `push`.
+    #[inline]
+    pub fn push_with<'a>(
+        &'a mut self,
+        frame: Frame<'a>,
+        inflate: Option<Inflate<'_>>,
+    ) -> Result<Option<Event<'a>>, FrameError> {
+        let is_data = !frame.opcode.is_control();
+        if is_data && (frame.rsv != 0 || self.is_compressed()) {
+            return self.push_compressed(frame, inflate);
+        }
+        self.push(frame)
     }
 
     /// A frame of a compressed message: inflated as it comes, each piece counted against the limit and checked as

@@ -513,14 +513,21 @@ impl Server {
                 Ok(Status::Partial) => break,
                 Ok(Status::Complete((frame, n))) => {
                     used += n;
-                    // A compressed message is inflated on its way into the assembler (RFC 7692 §6.2).
-                    let compressed = frame.rsv != 0 || assembler.is_compressed();
-                    let inflate = if compressed {
-                        self.inflate_for(key)
+                    // With permessage-deflate, a compressed message is inflated on its way into the assembler (RFC
+                    // 7692 §6.2). Without it, the plain path alone: the frame bench's (a branch to the compressed
+                    // path, even one never taken, costs a small frame a quarter of its time there).
+                    let pushed = if limits.deflate {
+                        let compressed = frame.rsv != 0 || assembler.is_compressed();
+                        let inflate = if compressed {
+                            self.inflate_for(key)
+                        } else {
+                            None
+                        };
+                        assembler.push_with(frame, inflate)
                     } else {
-                        None
+                        assembler.push(frame)
                     };
-                    match assembler.push_with(frame, inflate) {
+                    match pushed {
                         Ok(None) => {}
                         Ok(Some(event)) => self.on_event(handler, key, event),
                         Err(e) => self.fail(handler, key, e),

@@ -109,7 +109,13 @@ impl Reader {
                     assert!(n >= 2 && n <= available, "used {n} of {available} bytes");
                     assert!(frame.payload.len() as u64 <= self.limits.max_payload);
                     used += n;
-                    match self.assembler.push(frame) {
+                    // As the server does: a connection with permessage-deflate inflates compressed messages.
+                    let pushed = if self.limits.deflate {
+                        self.assembler.push_with(frame, None)
+                    } else {
+                        self.assembler.push(frame)
+                    };
+                    match pushed {
                         Ok(None) => {}
                         Ok(Some(event)) => {
                             let event = Owned::from(event);
