@@ -16,7 +16,7 @@ mod args;
 
 use std::collections::HashMap;
 
-use wsloop::{Config, ConnId, Handle, Handler, Loops, Message};
+use wsloop::{Closed, Config, ConnId, Handle, Handler, Loops, Message};
 
 /// The PHP `send` callback of a room without names: relay each received message to everyone (or to a topic).
 #[derive(Default)]
@@ -57,7 +57,7 @@ impl Handler for Broadcast {
         }
     }
 
-    fn close(&mut self, _ws: &mut Handle<'_>, id: ConnId, _code: u16) {
+    fn close(&mut self, _ws: &mut Handle<'_>, id: ConnId, _closed: Closed<'_>) {
         self.subscribers.retain(|_, ids| {
             ids.retain(|&i| i != id);
             !ids.is_empty()
@@ -69,13 +69,11 @@ fn main() {
     args::init_logging();
     let defaults = args::Args::new(9002, 10_000, 16 << 20);
     let args = args::parse("broadcast", defaults, false);
-    let config = Config {
-        max_users: args.max_users,
-        // permessage-deflate with `--deflate` (RFC 7692): no context kept on either side, so a connection holds
-        // no zlib state between messages (`--deflate-dedicated KIB` keeps it, for comparison).
-        deflate: args.deflate(),
-        ..Config::default()
-    };
+    // permessage-deflate with `--deflate` (RFC 7692): no context kept on either side, so a connection holds no
+    // zlib state between messages (`--deflate-dedicated KIB` keeps it, for comparison).
+    let config = Config::default()
+        .max_users(args.max_users)
+        .deflate(args.deflate());
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =
         Loops::bind((args.host.as_str(), args.port), config, args.threads).unwrap_or_else(|e| {

@@ -16,12 +16,14 @@
 #[path = "common/args.rs"]
 mod args;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use wsloop::handshake::{HttpResponse, Request};
-use wsloop::{close_code, Config, ConnId, Handle, Handler, Loops, Message, TimerId};
+use wsloop::{
+    CloseCode, Closed, Config, ConnId, Context, Handle, Handler, Loops, Message, TimerId,
+};
 
 /// The page every browser gets on `GET /`: plain HTML, CSS and JavaScript, no CDN.
 const PAGE: &str = include_str!("chatroom.html");
@@ -33,10 +35,11 @@ const HISTORY: usize = 50;
 /// to a page, which then shows the count of the one that came first; this puts it right.
 const USERS_EVERY: Duration = Duration::from_secs(5);
 
-/// The room as one loop sees it: who is here, the last messages, and the timer that repeats the user count.
+/// The room as one loop sees it: who is here, the last messages, and the timer that repeats the user count. Each
+/// user's name is kept as the connection's own data (`ws.set_data`), and handed back to `close` when it leaves.
 #[derive(Default)]
 struct Chatroom {
-    names: HashMap<ConnId, String>,
+    users: HashSet<ConnId>,
     history: VecDeque<String>,
     users_timer: Option<TimerId>,
 }
@@ -44,15 +47,14 @@ struct Chatroom {
 /// The PHP function table: `add`, `send`, `close` (plus serving the page, a timer, and what other nodes tell).
 impl Handler for Chatroom {
     fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
-        let path = req.path.split('?').next().unwrap_or_default();
-        Some(match path {
+        Some(match req.path() {
             "/" | "/index.html" => HttpResponse::new(200, "text/html; charset=utf-8", PAGE),
             _ => HttpResponse::new(404, "text/plain; charset=utf-8", "not found\n"),
         })
     }
 
     /// A newcomer: a name, who they are and what they missed, then everyone (the newcomer too) hears of them.
-    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId, _conn: &Context<'_>) {
         let name = format!("user-{}", id.get());
         println!("+ {name} joined ({} online)", ws.count());
         ws.send(
@@ -65,7 +67,8 @@ impl Handler for Chatroom {
         }
         ws.set_presence(id, &json!({"id": id.get(), "name": name}).to_string());
         let join = json!({"type": "join", "id": id.get(), "name": name, "users": ws.count()});
-        self.names.insert(id, name);
+        ws.set_data(id, name);
+        self.users.insert(id);
         ws.broadcast(join.to_string());
         if self.users_timer.is_none() {
             self.users_timer = Some(ws.every(USERS_EVERY, 0));
@@ -77,11 +80,11 @@ impl Handler for Chatroom {
         let Message::Text(text) = msg else {
             return ws.close(
                 id,
-                close_code::UNSUPPORTED_DATA,
+                CloseCode::UNSUPPORTED_DATA,
                 "this chat accepts text only",
             );
         };
-        let name = self.names.get(&id).cloned().unwrap_or_default();
+        let name = ws.data::<String>(id).cloned().unwrap_or_default();
         let event = match text.strip_prefix("/nick ").map(str::trim) {
             // No control characters: names are printed on the operator's terminal.
             Some(new)
@@ -89,7 +92,7 @@ impl Handler for Chatroom {
                     && !new.chars().any(char::is_control) =>
             {
                 println!("~ {name} is now {new}");
-                self.names.insert(id, new.to_string());
+                ws.set_data(id, new.to_string());
                 ws.set_presence(id, &json!({"id": id.get(), "name": new}).to_string());
                 json!({"type": "nick", "id": id.get(), "old": name, "name": new})
             }
@@ -109,14 +112,20 @@ impl Handler for Chatroom {
     }
 
     /// Someone left, for whatever reason: tell the others.
-    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
-        let Some(name) = self.names.remove(&id) else {
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, mut closed: Closed<'_>) {
+        let Some(name) = closed.take_data::<String>() else {
             return;
         };
-        println!("- {name} left with code {code} ({} online)", ws.count());
+        self.users.remove(&id);
+        println!(
+            "- {name} left: {:?}, code {} ({} online)",
+            closed.by,
+            closed.status(),
+            ws.count()
+        );
         let leave = json!({"type": "leave", "id": id.get(), "name": name, "users": ws.count()});
         ws.broadcast(leave.to_string());
-        if let (true, Some(timer)) = (self.names.is_empty(), self.users_timer.take()) {
+        if let (true, Some(timer)) = (self.users.is_empty(), self.users_timer.take()) {
             ws.cancel(timer);
         }
     }
@@ -150,7 +159,7 @@ impl Handler for Chatroom {
     /// The timer set in `add`: the whole server's user count, to this loop's users.
     fn timer(&mut self, ws: &mut Handle<'_>, _token: u64) {
         let users = json!({"type": "users", "users": ws.count()}).to_string();
-        for &id in self.names.keys() {
+        for &id in &self.users {
             ws.send(id, users.as_str());
         }
     }
@@ -163,13 +172,11 @@ fn main() {
         ..args::Args::new(8080, 100, 65536)
     };
     let args = args::parse("chatroom", defaults, true);
-    let config = Config {
-        max_users: args.max_users,
-        max_message: args.max_message,
-        // Every browser offers permessage-deflate (RFC 7692); chat's JSON shrinks well. `--no-deflate` declines it.
-        deflate: args.deflate(),
-        ..Config::default()
-    };
+    // Every browser offers permessage-deflate (RFC 7692); chat's JSON shrinks well. `--no-deflate` declines it.
+    let config = Config::default()
+        .max_users(args.max_users)
+        .max_message(args.max_message)
+        .deflate(args.deflate());
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =
         Loops::bind((args.host.as_str(), args.port), config, args.threads).unwrap_or_else(|e| {

@@ -27,13 +27,11 @@ fn main() {
     args::init_logging();
     let defaults = args::Args::new(9001, 10_000, 16 << 20);
     let args = args::parse("echo", defaults, false);
-    let config = Config {
-        max_users: args.max_users,
-        // permessage-deflate with `--deflate` (RFC 7692): no context kept on either side, so a connection holds
-        // no zlib state between messages (`--deflate-dedicated KIB` keeps it, for comparison).
-        deflate: args.deflate(),
-        ..Config::default()
-    };
+    // permessage-deflate with `--deflate` (RFC 7692): no context kept on either side, so a connection holds no
+    // zlib state between messages (`--deflate-dedicated KIB` keeps it, for comparison).
+    let config = Config::default()
+        .max_users(args.max_users)
+        .deflate(args.deflate());
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =
         Loops::bind((args.host.as_str(), args.port), config, args.threads).unwrap_or_else(|e| {

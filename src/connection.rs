@@ -283,6 +283,9 @@ struct Outbox {
     data_queued: usize,
 }
 
+/// The application's data of one connection, of its own type.
+pub(crate) type AnyData = Box<dyn std::any::Any + Send>;
+
 /// One client connection, as the PHP version kept it in `$this->accept` and `$this->isHand`.
 ///
 /// A server holds one per client, idle or not, so rarely used state is kept out of line: the queue of what is to be
@@ -323,6 +326,9 @@ pub(crate) struct Connection {
     out: Option<Box<Outbox>>,
     /// permessage-deflate, if the handshake agreed to it.
     pub deflate: Option<Box<Session>>,
+    /// The application's data for this connection ([`crate::Accept::data`]), if it gave any: boxed twice, so that a
+    /// connection without data pays one thin pointer for it, not a fat one.
+    pub data: Option<Box<AnyData>>,
 }
 
 impl Connection {
@@ -351,6 +357,7 @@ impl Connection {
             is_dirty: false,
             out: None,
             deflate: None,
+            data: None,
         }
     }
 
@@ -661,15 +668,15 @@ mod tests {
 
     /// Guards the idle memory budget: a server holds one `Connection` per client in its slab, busy or idle, so every
     /// byte here is about 10 KB per 10,000 idle connections. Rarely used state belongs out of line (as the queue
-    /// and the fragment state are). The figure is 184 bytes where mio's `TcpStream` is a bare 4-byte descriptor
-    /// (release builds), 192 with the 16-byte one of debug builds, which adds a selector id; 8 of them are the
-    /// pointer to the permessage-deflate session, whatever the session holds.
+    /// and the fragment state are). The figure is 192 bytes where mio's `TcpStream` is a bare 4-byte descriptor
+    /// (release builds), 200 with the 16-byte one of debug builds, which adds a selector id; 8 of them are the
+    /// pointer to the permessage-deflate session, whatever the session holds, and 8 the application's data's.
     #[test]
     fn a_connection_stays_within_the_idle_memory_budget() {
         let budget = if std::mem::size_of::<TcpStream>() > 4 {
-            192
+            200
         } else {
-            184
+            192
         };
         let size = std::mem::size_of::<Connection>();
         assert!(size <= budget, "Connection is {size} bytes, over {budget}");

@@ -10,15 +10,11 @@ use std::io;
 use std::time::Duration;
 
 /// Close codes the server sends (RFC 6455 §7.4.1).
-pub mod close_code {
-    /// 1000: normal closure.
-    pub const NORMAL: u16 = 1000;
+pub(crate) mod close_code {
     /// 1001: the server is going away (shutting down).
     pub const GOING_AWAY: u16 = 1001;
     /// 1002: the peer broke the protocol.
     pub const PROTOCOL_ERROR: u16 = 1002;
-    /// 1003: a data type the application does not accept (e.g. binary in a text chat).
-    pub const UNSUPPORTED_DATA: u16 = 1003;
     /// 1005: no status code was present (never sent on the wire; reported to callbacks).
     pub const NO_STATUS: u16 = 1005;
     /// 1006: the connection was dropped without a close frame (never sent on the wire; reported to callbacks).
@@ -29,12 +25,11 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// 1009: a message larger than the server accepts.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// 1011: the server met an unexpected condition.
-    pub const INTERNAL_ERROR: u16 = 1011;
 }
 
 /// A violation of RFC 6455 found while decoding frames or assembling messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     /// §5.1: a client frame without the MASK bit.
     UnmaskedFrame,
@@ -154,6 +149,7 @@ impl std::error::Error for FrameError {}
 ///
 /// The `Display` text is the one-line body of the HTTP rejection: it names the check that failed and its section.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The request head is not valid HTTP/1.1 syntax.
     Malformed(&'static str),
@@ -279,6 +275,7 @@ impl std::error::Error for HandshakeError {}
 ///
 /// A failing *connection* never surfaces here; it is closed and logged, and the loop goes on.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// An operating-system error while setting up or running the loop.
     Io(io::Error),
@@ -312,6 +309,7 @@ impl From<io::Error> for Error {
 
 /// Why a [`Remote`](crate::Remote) call was refused. Nothing a call hands over is dropped without one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RemoteError {
     /// The loop's queue holds `Config::remote_queue` commands already: it cannot keep up. Try again later.
     Full,

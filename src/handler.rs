@@ -5,14 +5,17 @@
 //! points. A callback never touches a socket: what it asks of its [`Handle`] (send, broadcast, close) is queued and
 //! carried out by the loop once the callback returns, so no callback can leave the loop in a broken state.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::accept::{Accept, Context};
 use crate::bus::Bus;
-use crate::connection::{ConnId, Connection};
+use crate::close::{CloseCode, Closed};
+use crate::connection::{AnyData, ConnId, Connection};
 use crate::frame::{self, Head, OpCode};
 use crate::handshake::{HttpResponse, Request};
 use crate::message::Message;
@@ -21,9 +24,10 @@ use crate::topics::Topics;
 
 /// The user callbacks, named after the PHP function table. Every method has a default that does nothing.
 pub trait Handler {
-    /// Mirrors the PHP `add` callback: runs after a connection has completed its handshake.
-    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
-        let _ = (ws, id);
+    /// Mirrors the PHP `add` callback: runs after a connection has completed its handshake. `conn` is what it came
+    /// with: the request (path, query, headers), the subprotocol chosen, the peer's address.
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId, conn: &Context<'_>) {
+        let _ = (ws, id, conn);
     }
 
     /// Mirrors the PHP `send` callback, which despite its name runs for each *received* message: here, once for
@@ -33,10 +37,10 @@ pub trait Handler {
     }
 
     /// Mirrors the PHP `close` callback: runs once when a handshaked connection stops carrying messages, for any
-    /// reason. `code` is the close code the peer sent or the server sent, 1005 if the peer's close frame had no
-    /// code, or 1006 if the connection just dropped.
-    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
-        let _ = (ws, id, code);
+    /// reason. `closed` says why: the close code and reason (the peer's if it closed, the server's if it did; no
+    /// code if the connection just dropped), who closed, and the connection's data, handed back.
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, closed: Closed<'_>) {
+        let _ = (ws, id, closed);
     }
 
     /// A publish or broadcast (`topic` `None`) this loop has just delivered to its subscribers, whoever made it (on
@@ -72,12 +76,15 @@ pub trait Handler {
         None
     }
 
-    /// Decides on a valid handshake before it is accepted: `Ok(None)` accepts it, `Ok(Some(p))` accepts it with
-    /// subprotocol `p` (one of `req.protocols()`; any other is a bug, answered with 500), `Err(status)` refuses it
-    /// with that HTTP status.
-    fn accept(&mut self, req: &Request<'_>) -> Result<Option<String>, u16> {
+    /// Decides on a valid handshake before it is accepted: `Ok(accept)` accepts it, with a subprotocol and data of
+    /// the application's own type if `accept` says so ([`Accept`]); `Err(response)` refuses it with that HTTP
+    /// response (a client or server error status, 400-599; any other is answered with 500), e.g.
+    /// `Err(HttpResponse::error(401).header("WWW-Authenticate", "Bearer"))`.
+    ///
+    /// The connection has no [`ConnId`] yet: what `accept` learns that later callbacks need goes in the data.
+    fn accept(&mut self, req: &Request<'_>) -> Result<Accept, HttpResponse> {
         let _ = req;
-        Ok(None)
+        Ok(Accept::new())
     }
 }
 
@@ -167,7 +174,7 @@ pub(crate) enum Action {
     Send(ConnId, Head, Vec<u8>),
     /// To a topic's subscribers, or to everyone (`None`): one frame, its bytes shared by every receiver.
     Publish(Option<Arc<str>>, Head, Arc<Vec<u8>>),
-    Close(ConnId, u16, String),
+    Close(ConnId, CloseCode, String),
     /// A broadcast from before this node started, for the handler's `published` alone (`redis` feature).
     Replay(Option<String>, OpCode, Vec<u8>),
     /// A user of a node that died, for the handler's `departed` (`redis` feature).
@@ -189,7 +196,7 @@ impl Action {
 /// What callbacks can do: send to one connection, broadcast to all, publish to a topic's subscribers, close one,
 /// set timers, and look at the pool.
 pub struct Handle<'a> {
-    pub(crate) conns: &'a Slab<Connection>,
+    pub(crate) conns: &'a mut Slab<Connection>,
     pub(crate) actions: &'a mut Vec<Action>,
     pub(crate) topics: &'a mut Topics,
     pub(crate) timers: &'a mut Timers,
@@ -294,9 +301,10 @@ impl Handle<'_> {
         self.topics.count(topic)
     }
 
-    /// Starts the closing handshake with `code` (RFC 6455 §7.4) and a short `reason` (cut to 123 bytes). A code
-    /// that may not be sent on the wire (see [`crate::message::is_valid_close_code`]) is replaced with 1000.
-    pub fn close(&mut self, id: ConnId, code: u16, reason: &str) {
+    /// Starts the closing handshake with `code` (RFC 6455 §7.4) and a short `reason` (cut to 123 bytes at a
+    /// character boundary): `ws.close(id, CloseCode::POLICY_VIOLATION, "no spam")`. The connection's `close`
+    /// callback runs once this callback returns, with [`ClosedBy::Application`](crate::ClosedBy::Application).
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) {
         self.actions
             .push(Action::Close(id, code, reason.to_string()));
     }
@@ -346,7 +354,36 @@ impl Handle<'_> {
         self.conn(id).map(|c| c.peer)
     }
 
+    /// The data of connection `id` ([`Accept::data`], [`Handle::set_data`]), if it is a connection of this loop
+    /// and has data of type `T`.
+    pub fn data<T: Any>(&self, id: ConnId) -> Option<&T> {
+        let data: &AnyData = self.conn(id)?.data.as_deref()?;
+        data.downcast_ref()
+    }
+
+    /// The data of connection `id`, to change, as [`Handle::data`] finds it.
+    pub fn data_mut<T: Any>(&mut self, id: ConnId) -> Option<&mut T> {
+        let data: &mut AnyData = self.conn_mut(id)?.data.as_deref_mut()?;
+        data.downcast_mut()
+    }
+
+    /// Keeps `data` with connection `id` (replacing what it had): later callbacks reach it with [`Handle::data`],
+    /// and the `close` callback gets it back. Returns false if `id` is not an open connection of this loop.
+    pub fn set_data<T: Any + Send>(&mut self, id: ConnId, data: T) -> bool {
+        match self.conn_mut(id).filter(|c| c.is_open()) {
+            Some(conn) => {
+                conn.data = Some(Box::new(Box::new(data)));
+                true
+            }
+            None => false,
+        }
+    }
+
     fn conn(&self, id: ConnId) -> Option<&Connection> {
         self.conns.get(id.key()).filter(|c| c.id == id)
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns.get_mut(id.key()).filter(|c| c.id == id)
     }
 }

@@ -26,14 +26,36 @@ pub const MAX_HEADERS: usize = 64;
 pub struct Request<'a> {
     /// The method, e.g. `GET`.
     pub method: &'a str,
-    /// The request target, e.g. `/chat?room=1`.
-    pub path: &'a str,
+    /// The request target as sent, e.g. `/chat?room=1` (see [`Request::path`] and [`Request::query`]).
+    pub target: &'a str,
     /// The minor HTTP version: 1 for HTTP/1.1.
     pub minor_version: u8,
     headers: Vec<(&'a str, &'a [u8])>,
 }
 
 impl<'a> Request<'a> {
+    /// The path of the request target, without its query: `/room/42` for `/room/42?token=abc`.
+    pub fn path(&self) -> &'a str {
+        self.target
+            .split_once('?')
+            .map_or(self.target, |(path, _)| path)
+    }
+
+    /// The query of the request target, without the `?`, if it has one: `token=abc` for `/room/42?token=abc`.
+    pub fn query(&self) -> Option<&'a str> {
+        self.target.split_once('?').map(|(_, query)| query)
+    }
+
+    /// The value of the first `name=value` pair of the query named `name`, percent-decoded (`+` read as a space,
+    /// as HTML forms write it). `None` if there is none, or its value does not decode to UTF-8. A pair without
+    /// `=` has the value `""`.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key)? == name).then(|| percent_decode(value))?
+        })
+    }
+
     /// The value of the first header named `name` (case-insensitive), if it is there and is valid UTF-8.
     pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers_named(name).next()
@@ -84,6 +106,26 @@ impl<'a> Request<'a> {
     }
 }
 
+/// `%XX` escapes and `+` of a URL query decoded; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match b {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let hex = rest.get(..2)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &rest[2..];
+            }
+            _ => bytes.push(b),
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// Parses a request head from the front of `buf`: `Partial` until the blank line, then the request and its length.
 ///
 /// A head that is not complete within `max_head` bytes, or has too many lines, fails with 431.
@@ -109,7 +151,7 @@ pub fn parse_request(
     }
     let request = Request {
         method: req.method.unwrap_or_default(),
-        path: req.path.unwrap_or_default(),
+        target: req.path.unwrap_or_default(),
         minor_version: req.version.unwrap_or_default(),
         headers: req.headers.iter().map(|h| (h.name, h.value)).collect(),
     };
@@ -221,16 +263,40 @@ pub fn reject(error: &HandshakeError) -> Vec<u8> {
     .into_bytes_with(connection, &extra)
 }
 
-/// A plain HTTP response, for the user's HTTP handler (the chatroom serves its page with one).
+/// A plain HTTP response: the page of [`Handler::http`](crate::Handler::http) (the chatroom serves its HTML with
+/// one), or the refusal of [`Handler::accept`](crate::Handler::accept) (a 401 with `WWW-Authenticate`, a 429 with
+/// `Retry-After`, and a body saying why).
+///
+/// Every header is checked before it is written: a name must be an HTTP token and not one the server writes itself
+/// (`Content-Type`, `Content-Length`, `Connection`, `Transfer-Encoding`), a value (the content type's too) must not
+/// hold a CR, LF or other control character, which would end the header and start one the application never meant
+/// to send. A response that fails is not written: the peer gets a 500 and the server logs why.
+///
+/// ```
+/// use wsloop::handshake::HttpResponse;
+/// let refusal = HttpResponse::error(401).header("WWW-Authenticate", "Bearer realm=\"chat\"");
+/// assert!(refusal.is_valid());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpResponse {
     /// The status code, e.g. 200.
     pub status: u16,
     /// The `Content-Type`.
     pub content_type: String,
+    /// Headers besides the ones the server writes, in order.
+    pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
 }
+
+/// Headers the server writes itself, which a response may not set.
+const OWN_HEADERS: [&str; 4] = [
+    "Content-Type",
+    "Content-Length",
+    "Connection",
+    "Transfer-Encoding",
+];
 
 impl HttpResponse {
     /// A response with this status, content type and body.
@@ -238,61 +304,124 @@ impl HttpResponse {
         HttpResponse {
             status,
             content_type: content_type.to_string(),
+            headers: Vec::new(),
             body: body.into(),
         }
     }
 
-    /// The response as bytes on the wire; the server closes the connection after it.
-    ///
-    /// A content type that is not a valid header value (RFC 7230 §3.2: a CR or LF in it would end the header and
-    /// start another, one the application never meant to send) is not written: the response becomes a 500.
+    /// A response with this status and its reason phrase as a one-line text body: `403 Forbidden`.
+    pub fn error(status: u16) -> HttpResponse {
+        let body = format!("{status} {}\n", reason_phrase(status));
+        HttpResponse::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// The response with one more header (checked when it is written; see above).
+    pub fn header(mut self, name: &str, value: &str) -> HttpResponse {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The response as bytes on the wire; the server closes the connection after it. One that is not
+    /// [`valid`](HttpResponse::is_valid) becomes a 500.
     pub fn into_bytes(self) -> Vec<u8> {
         if !self.is_valid() {
+            // Why goes to the log (the server logs it), not to the peer, which must not see the bad bytes either.
             return HttpResponse::new(
                 500,
                 "text/plain; charset=utf-8",
-                "the application's response has a Content-Type that is not a valid header value\n",
+                "the application's response is not valid HTTP\n",
             )
             .into_bytes();
         }
         self.into_bytes_with("close", "")
     }
 
-    /// True when the content type is a valid header value: visible ASCII, spaces and tabs, no control character
-    /// (RFC 7230 §3.2's `field-value`, without the obsolete non-ASCII bytes).
+    /// True when every header can be written as it is (see above).
     pub fn is_valid(&self) -> bool {
-        self.content_type
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        self.check().is_ok()
+    }
+
+    /// Why the response cannot be written as it is, if it cannot.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !is_field_value(&self.content_type) {
+            return Err(format!(
+                "Content-Type {:?} is not a valid header value",
+                self.content_type
+            ));
+        }
+        for (name, value) in &self.headers {
+            if !is_token(name) {
+                return Err(format!("{name:?} is not a valid header name"));
+            }
+            if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+                return Err(format!("{name} is written by the server"));
+            }
+            if !is_field_value(value) {
+                return Err(format!("the value of {name} is not a valid header value"));
+            }
+        }
+        Ok(())
     }
 
     fn into_bytes_with(self, connection: &str, extra_headers: &str) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n{}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n{}",
             self.status,
             reason_phrase(self.status),
             self.content_type,
             self.body.len(),
             connection,
             extra_headers
-        )
-        .into_bytes();
+        );
+        for (name, value) in &self.headers {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(value);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        let mut out = out.into_bytes();
         out.extend_from_slice(&self.body);
         out
     }
+}
+
+/// RFC 7230 §3.2.6: a token, the form of a header name.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// RFC 7230 §3.2: a header value of visible ASCII, spaces and tabs (no control character; the obsolete non-ASCII
+/// bytes refused too).
+fn is_field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// The standard reason phrase for the statuses a WebSocket server uses.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
+        410 => "Gone",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Unknown",
     }
@@ -305,6 +434,56 @@ mod tests {
     const RFC_REQUEST: &str = "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\
         Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn a_response_writes_valid_headers_and_refuses_the_rest() {
+        let ok = HttpResponse::error(401)
+            .header("WWW-Authenticate", "Bearer realm=\"chat\"")
+            .header("Retry-After", "5");
+        let bytes = String::from_utf8(ok.into_bytes()).unwrap();
+        assert!(
+            bytes.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+            "{bytes}"
+        );
+        assert!(bytes.contains("\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\nRetry-After: 5\r\n\r\n401 Unauthorized\n"));
+        for (name, value) in [
+            ("Set-Cookie", "a=1\r\nX-Evil: 1"),
+            ("X-Evil\r\nA", "1"),
+            ("", "1"),
+            ("Bad Name", "1"),
+            ("content-length", "0"),
+            ("Connection", "keep-alive"),
+            ("X", "caf\u{e9}"),
+        ] {
+            let response = HttpResponse::error(403).header(name, value);
+            assert!(!response.is_valid(), "{name:?}: {value:?}");
+            let bytes = String::from_utf8(response.into_bytes()).unwrap();
+            assert!(bytes.starts_with("HTTP/1.1 500 "), "{bytes}");
+            assert!(
+                !bytes.contains("X-Evil") && !bytes.contains("keep-alive"),
+                "{bytes}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_target_splits_into_path_and_query_and_params_decode() {
+        let head = "GET /room/42?token=a%2Bb%3D&name=Ada+L&flag&empty=&bad=%zz HTTP/1.1\r\n\r\n";
+        let Ok(Status::Complete((req, _))) = parse_request(head.as_bytes(), 1024) else {
+            panic!("parses");
+        };
+        assert_eq!(req.path(), "/room/42");
+        assert_eq!(
+            req.query(),
+            Some("token=a%2Bb%3D&name=Ada+L&flag&empty=&bad=%zz")
+        );
+        assert_eq!(req.query_param("token").as_deref(), Some("a+b="));
+        assert_eq!(req.query_param("name").as_deref(), Some("Ada L"));
+        assert_eq!(req.query_param("flag").as_deref(), Some(""));
+        assert_eq!(req.query_param("empty").as_deref(), Some(""));
+        assert_eq!(req.query_param("bad"), None);
+        assert_eq!(req.query_param("missing"), None);
+    }
 
     #[test]
     fn a_content_type_that_would_inject_a_header_is_never_written() {
@@ -351,7 +530,8 @@ mod tests {
     fn rfc_request_is_accepted_with_the_rfc_response() {
         let req = parsed(RFC_REQUEST);
         assert!(req.is_websocket());
-        assert_eq!(req.path, "/chat");
+        assert_eq!(req.target, "/chat");
+        assert_eq!((req.path(), req.query()), ("/chat", None));
         assert_eq!(req.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
         let key = validate(&req).unwrap();
         let response = String::from_utf8(switching_protocols(key, None, None)).unwrap();

@@ -12,7 +12,7 @@
 //! | `decode()`: unmask, read the payload | `Server::consume`: a loop of [`message::Probe::decode_trusting`], which is [`frame::decode`] for a whole frame (text checked as UTF-8 while it is unmasked, [`utf8`]) and unmasks and checks a frame still arriving read by read; then [`message::Assembler::push`] |
 //! | `frame()`/`encode()` for outgoing text | [`frame::encode`], queued in the connection's write buffer |
 //! | `close()`: close the socket, unset it from the array | `Server::close`: deregister, `slab.remove`, the `close` callback |
-//! | the function table `add` / `send` / `close` | [`Handler::add`], [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`]; inside them a [`Handle`] offers `send`, `broadcast`, `close` |
+//! | the function table `add` / `send` / `close` | [`Handler::add`] (with the request, a [`Context`]), [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`] (with the code, reason and who closed, [`Closed`]); inside them a [`Handle`] offers `send`, `broadcast`, `close`, and the connection's own data ([`Accept::data`], [`Handle::data`]) |
 //!
 //! # What the PHP never had
 //!
@@ -37,7 +37,8 @@
 //! - `server.rs`: the poll loop (with `server/outbound.rs`, `server/timers.rs`, `server/inbox.rs`,
 //!   `server/config.rs`). `connection.rs`: one client's socket and buffers. Only these touch sockets.
 //! - `handshake.rs`, `frame.rs`, `message.rs`, `utf8.rs`: pure code, tested and benchmarked without a network.
-//! - `handler.rs`: the user's callbacks and their handle. `error.rs`: each error and what the peer sees.
+//! - `handler.rs`: the user's callbacks and their handle; `accept.rs` and `close.rs`: what they learn of a
+//!   connection at its start and at its end. `error.rs`: each error and what the peer sees.
 //! - `topics.rs` (pure), `bus/mod.rs`, `remote.rs`, `loops.rs`: topics, other threads, several loops.
 //! - `deflate/` (pure: `offer.rs`, `codec.rs`) and `server/deflate.rs`: permessage-deflate.
 //!
@@ -71,7 +72,9 @@
 // An `unsafe fn` says what its caller promises; what it does itself on that promise is marked, one block at a time.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod accept;
 mod bus;
+mod close;
 mod connection;
 pub mod deflate;
 pub mod error;
@@ -85,8 +88,10 @@ mod server;
 mod topics;
 pub mod utf8;
 
+pub use accept::{Accept, Context};
+pub use close::{CloseCode, Closed, ClosedBy};
 pub use connection::ConnId;
-pub use error::{close_code, Error, FrameError, HandshakeError, RemoteError};
+pub use error::{Error, FrameError, HandshakeError, RemoteError};
 pub use handler::{Handle, Handler, Outgoing};
 pub use loops::Loops;
 pub use message::Message;

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::bus::{Bus, Source};
+use crate::close::CloseCode;
 use crate::connection::ConnId;
 use crate::error::RemoteError;
 use crate::handler::{Action, Outgoing};
@@ -72,7 +73,7 @@ impl Remote {
 
     /// Starts the closing handshake of one connection with `code` and `reason`, as
     /// [`Handle::close`](crate::Handle::close) does.
-    pub fn close(&self, id: ConnId, code: u16, reason: &str) -> Result<(), RemoteError> {
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), RemoteError> {
         let action = Action::Close(id, code, reason.to_string());
         self.bus.push(id.loop_index(), action, Source::Remote)
     }

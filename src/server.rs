@@ -23,13 +23,16 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::accept::Accept;
+use crate::accept::Context;
 use crate::bus::Bus;
-use crate::connection::{Chunk, Closing, ConnId, Connection};
+use crate::close::{Closed, ClosedBy, End};
+use crate::connection::{AnyData, Chunk, Closing, ConnId, Connection};
 use crate::deflate::Session;
-use crate::error::{close_code, interrupted, would_block, Error, FrameError, HandshakeError};
+use crate::error::{interrupted, would_block, Error, FrameError, HandshakeError};
 use crate::frame::{self, Limits, OpCode};
 use crate::handler::{Action, Handle, Handler};
-use crate::handshake;
+use crate::handshake::{self, HttpResponse};
 use crate::message::{Event, Probe};
 use crate::remote::Remote;
 use crate::topics::Topics;
@@ -185,7 +188,7 @@ impl Server {
     /// What callbacks act through: this loop's pool, its queue of actions, its topics and timers.
     fn handle(&mut self) -> Handle<'_> {
         Handle {
-            conns: &self.conns,
+            conns: &mut self.conns,
             actions: &mut self.actions,
             topics: &mut self.topics,
             timers: &mut self.timers,
@@ -357,10 +360,10 @@ impl Server {
                     // written out (within the close timeout); then the connection closes, with nothing more to
                     // wait for from the peer.
                     if conn.buffered() == 0 || conn.is_write_shut {
-                        self.close(handler, key, close_code::ABNORMAL);
+                        self.close(handler, key, End::DROPPED);
                     } else {
                         conn.is_read_eof = true;
-                        self.begin_close(handler, key, Closing::Done, close_code::ABNORMAL);
+                        self.begin_close(handler, key, Closing::Done, End::DROPPED);
                     }
                     break;
                 }
@@ -368,7 +371,7 @@ impl Server {
                 Err(e) if would_block(&e) => break,
                 Err(e) => {
                     debug!("{} read failed: {e}", conn.id);
-                    self.close(handler, key, close_code::ABNORMAL);
+                    self.close(handler, key, End::DROPPED);
                     break;
                 }
             };
@@ -577,12 +580,12 @@ impl Server {
                     let code = close.map(|(code, _)| code);
                     debug!("{id} sent close {code:?}");
                     self.queue_close(key, code, "");
-                    self.begin_close(
-                        handler,
-                        key,
-                        Closing::Done,
-                        code.unwrap_or(close_code::NO_STATUS),
-                    );
+                    let end = End {
+                        by: ClosedBy::Peer,
+                        code,
+                        reason: close.map_or("", |(_, reason)| reason),
+                    };
+                    self.begin_close(handler, key, Closing::Done, end);
                 }
                 Some(_) => {
                     // The peer answered our close: §7.1.1, the server closes the TCP connection first.
@@ -615,17 +618,17 @@ impl Server {
             }
             match handler.http(&req) {
                 Some(response) if !response.is_valid() => {
+                    let why = response.check().err().unwrap_or_default();
                     error!(
-                        "{} {} {}: the handler's response has a Content-Type that is not a valid header value \
-                         ({:?}); answered 500 instead",
-                        self.conns[key].id, req.method, req.path, response.content_type
+                        "{} {} {}: the handler's response is not valid HTTP ({why}); answered 500 instead",
+                        self.conns[key].id, req.method, req.target
                     );
                     self.finish_http(key, response.into_bytes());
                 }
                 Some(response) => {
                     debug!(
                         "{} {} {} -> {}",
-                        self.conns[key].id, req.method, req.path, response.status
+                        self.conns[key].id, req.method, req.target, response.status
                     );
                     self.finish_http(key, response.into_bytes());
                 }
@@ -651,28 +654,25 @@ impl Server {
             self.refuse(key, &HandshakeError::TooManyUsers);
             return Some(0);
         }
-        let protocol = match handler.accept(&req) {
-            // §4.2.2: the server picks one of the protocols the client offered, or none.
-            Ok(Some(protocol)) if !req.protocols().any(|offered| offered == protocol) => {
-                error!(
-                    "{} the handler chose subprotocol {protocol:?}, which the client did not offer",
-                    self.conns[key].id
-                );
-                self.refuse(key, &HandshakeError::Refused(500));
-                return Some(0);
-            }
-            Ok(protocol) => protocol,
-            Err(status) => {
-                // Only a client or server error status is a refusal; anything else would confuse the client.
-                let status = if (400..=599).contains(&status) {
-                    status
-                } else {
-                    500
-                };
-                self.refuse(key, &HandshakeError::Refused(status));
+        let Accept { protocol, data } = match handler.accept(&req) {
+            Ok(accept) => accept,
+            Err(refusal) => {
+                self.refuse_as(key, &req, refusal);
                 return Some(0);
             }
         };
+        // §4.2.2: the server picks one of the protocols the client offered, or none.
+        if let Some(protocol) = protocol
+            .as_deref()
+            .filter(|&chosen| !req.protocols().any(|offered| offered == chosen))
+        {
+            error!(
+                "{} the handler chose subprotocol {protocol:?}, which the client did not offer",
+                self.conns[key].id
+            );
+            self.refuse(key, &HandshakeError::Refused(500));
+            return Some(0);
+        }
         // `max_users` counts the connections of every loop; the place is taken only once all else is accepted (the
         // check above spares the application's `accept` a request that would be refused anyway; this one is exact).
         if !self.bus.try_join(self.config.max_users) {
@@ -691,13 +691,15 @@ impl Server {
             protocol.as_deref(),
             answer,
         ));
+        let is_compressed = deflate.is_some();
         if let Some((params, answer)) = deflate {
             debug!("{} permessage-deflate: {answer}", conn.id);
             conn.deflate = Some(Box::new(Session::new(params)));
         }
+        conn.data = data.map(Box::new);
         conn.is_handshaked = true;
-        let id = conn.id;
-        debug!("{id} handshake done: {} {}", req.method, req.path);
+        let (id, peer) = (conn.id, conn.peer);
+        debug!("{id} handshake done: {} {}", req.method, req.target);
         self.users += 1;
         self.stats.handshakes += 1;
         self.mark_dirty(key);
@@ -706,7 +708,8 @@ impl Server {
             None => self.conns[key].deadline = None,
         }
         // The PHP `add` callback, called right after the upgrade as in the original.
-        handler.add(&mut self.handle(), id);
+        let context = Context::new(&req, protocol.as_deref(), peer, is_compressed);
+        handler.add(&mut self.handle(), id, &context);
         self.apply_actions(handler);
         Some(head_len)
     }
@@ -721,6 +724,31 @@ impl Server {
             error.status()
         );
         self.finish_http(key, handshake::reject(error));
+    }
+
+    /// Answers a handshake the application refused with its response (only a client or server error status is a
+    /// refusal: anything else, or a response that is not valid HTTP, is answered with 500).
+    fn refuse_as(&mut self, key: usize, req: &handshake::Request<'_>, response: HttpResponse) {
+        let id = self.conns[key].id;
+        if let Err(why) = response.check() {
+            error!(
+                "{id} {}: the handler's refusal is not valid HTTP ({why}); answered 500 instead",
+                req.target
+            );
+            return self.refuse(key, &HandshakeError::Refused(500));
+        }
+        if !(400..=599).contains(&response.status) {
+            error!(
+                "{id} {}: the handler refused with status {}, which is not an error; answered 500 instead",
+                req.target, response.status
+            );
+            return self.refuse(key, &HandshakeError::Refused(500));
+        }
+        warn!(
+            "{id} handshake from {} refused by the application: {} {}",
+            self.conns[key].peer, response.status, req.target
+        );
+        self.finish_http(key, response.into_bytes());
     }
 
     /// Queues a last HTTP response; the connection closes once it is written.
@@ -740,10 +768,20 @@ impl Server {
             "{} from {}: {error}; closing with {code}",
             conn.id, conn.peer
         );
+        let reason = error.to_string();
         if conn.closing.is_none() {
-            self.queue_close(key, Some(code), &error.to_string());
+            self.queue_close(key, Some(code), &reason);
         }
-        self.begin_close(handler, key, Closing::Done, code);
+        let by = match error {
+            FrameError::MessageTimeout(_) => ClosedBy::Timeout,
+            _ => ClosedBy::Error,
+        };
+        let end = End {
+            by,
+            code: Some(code),
+            reason: &reason,
+        };
+        self.begin_close(handler, key, Closing::Done, end);
     }
 
     /// The connection stops carrying messages: arm the close timeout and, if it was open, call the `close` callback.
@@ -752,23 +790,24 @@ impl Server {
         handler: &mut H,
         key: usize,
         closing: Closing,
-        code: u16,
+        end: End<'_>,
     ) {
         let conn = &mut self.conns[key];
         let was_open = conn.is_open();
         conn.closing = Some(closing);
         let id = conn.id;
+        let data = conn.data.take().map(|data| *data);
         self.arm(key, self.now + self.config.close_timeout);
         self.mark_dirty(key);
         if was_open {
             self.leave(key);
-            self.close_callback(handler, id, code);
+            self.close_callback(handler, id, end, data);
         }
     }
 
     /// Mirrors `close()` in the PHP chatroom: close the socket and remove it from the pool, then, if it was still
     /// open, call the user's `close` callback (a connection that closed cleanly had it called when closing began).
-    fn close<H: Handler>(&mut self, handler: &mut H, key: usize, code: u16) {
+    fn close<H: Handler>(&mut self, handler: &mut H, key: usize, end: End<'_>) {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
@@ -776,16 +815,23 @@ impl Server {
         debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());
         if conn.is_open() {
             self.leave(key);
-            self.close_callback(handler, conn.id, code);
+            self.close_callback(handler, conn.id, end, conn.data.take().map(|data| *data));
         }
     }
 
     /// The PHP `close` callback. Where nodes are joined through Redis, the user's presence is removed after it, and
     /// only if what it published (a "leave", say) was taken: otherwise the presence stays, so that the user's
     /// departure is still announced, by another node, when this one goes.
-    fn close_callback<H: Handler>(&mut self, handler: &mut H, id: ConnId, code: u16) {
+    fn close_callback<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        id: ConnId,
+        end: End<'_>,
+        data: Option<AnyData>,
+    ) {
         let refused = self.refused;
-        handler.close(&mut self.handle(), id, code);
+        let closed = Closed::new(end.code, end.reason, end.by, data);
+        handler.close(&mut self.handle(), id, closed);
         self.apply_actions(handler);
         if let (Some(relay), true) = (self.bus.relay(), self.refused == refused) {
             relay.presence(id.get(), None);
@@ -821,10 +867,10 @@ impl Server {
                 continue;
             };
             if conn.is_open() {
-                self.queue_close(key, Some(close_code::GOING_AWAY), "server shutting down");
-                self.begin_close(handler, key, Closing::Sent, close_code::GOING_AWAY);
+                self.queue_close(key, End::SHUTDOWN.code, End::SHUTDOWN.reason);
+                self.begin_close(handler, key, Closing::Sent, End::SHUTDOWN);
             } else if !conn.is_handshaked {
-                self.close(handler, key, close_code::GOING_AWAY);
+                self.close(handler, key, End::SHUTDOWN);
             }
         }
     }

@@ -13,7 +13,7 @@ use common::{
 };
 use wsloop::frame::OpCode;
 use wsloop::handshake::{HttpResponse, Request};
-use wsloop::{Config, ConnId, Handle, Handler, Message};
+use wsloop::{Closed, Config, ConnId, Context, Handle, Handler, Message};
 
 #[test]
 fn a_close_then_a_half_close_still_gets_the_close_reply() {
@@ -55,7 +55,7 @@ fn a_pong_never_jumps_ahead_of_the_101() {
 struct History;
 
 impl Handler for History {
-    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId, _: &Context<'_>) {
         ws.send(
             id,
             Message::Binary(&vec![0; Config::default().max_buffered]),
@@ -123,7 +123,7 @@ struct Flood {
 }
 
 impl Handler for Flood {
-    fn add(&mut self, _ws: &mut Handle<'_>, id: ConnId) {
+    fn add(&mut self, _ws: &mut Handle<'_>, id: ConnId, _: &Context<'_>) {
         self.ids.push(id);
     }
 
@@ -139,7 +139,7 @@ impl Handler for Flood {
         }
     }
 
-    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, _code: u16) {
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, _: Closed<'_>) {
         self.ids.retain(|&other| other != id);
         ws.broadcast(Message::Binary(&[3; 50])); // a "leave" notice, as the chatroom sends
     }
@@ -147,10 +147,7 @@ impl Handler for Flood {
 
 #[test]
 fn each_slow_reader_is_dropped_once_with_1008() {
-    let config = Config {
-        max_buffered: 64 << 10,
-        ..Config::default()
-    };
+    let config = Config::default().max_buffered(64 << 10);
     let server = common::start(config, Flood::default());
     // Three clients that read nothing while they are flooded: each overflows; each drop's close callback
     // broadcasts to the others, which must not drop (or count) them a second time.
@@ -283,11 +280,9 @@ fn a_ping_flood_from_a_peer_that_does_not_read_stays_bounded_and_the_last_ping_i
 /// no more, however often the socket wakes the server up meanwhile.
 #[test]
 fn a_half_closed_peer_that_reads_slowly_is_cut_off_at_the_close_timeout() {
-    let config = Config {
-        close_timeout: Duration::from_millis(1200),
-        max_message: 32 << 20,
-        ..Config::default()
-    };
+    let config = Config::default()
+        .close_timeout(Duration::from_millis(1200))
+        .max_message(32 << 20);
     let server = common::start(config, common::Echo);
     let mut stream = handshaken(server.addr);
     socket2::SockRef::from(&stream)

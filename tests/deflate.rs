@@ -39,10 +39,7 @@ const NO_TAKEOVER: &str =
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 fn config(deflate: Option<Deflate>) -> Config {
-    Config {
-        deflate,
-        ..Config::default()
-    }
+    Config::default().deflate(deflate)
 }
 
 fn echo_with(deflate: Option<Deflate>) -> TestServer {
@@ -678,11 +675,7 @@ fn a_message_that_inflates_past_max_message_is_closed_with_1009_at_one_byte_over
     const MAX: usize = 64 << 10;
     for settings in [Deflate::default(), dedicated(256)] {
         let server = start(
-            Config {
-                max_message: MAX,
-                deflate: Some(settings),
-                ..Config::default()
-            },
+            Config::default().max_message(MAX).deflate(Some(settings)),
             Echo,
         );
         let mut other = witness(server.addr);

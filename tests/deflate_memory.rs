@@ -194,11 +194,9 @@ fn a_compressed_bomb_is_closed_with_1009_before_it_takes_more_than_max_message()
     );
     for max_message in MAX_MESSAGES {
         let server = start(
-            Config {
-                max_message,
-                deflate: Some(Deflate::default()),
-                ..Config::default()
-            },
+            Config::default()
+                .max_message(max_message)
+                .deflate(Some(Deflate::default())),
             Echo,
         );
         let mut warm = Peer::connect(server.addr, Some("permessage-deflate"));
@@ -318,11 +316,7 @@ fn a_stalled_reader_costs_about_what_buffered_reports_compressed_or_not() {
     ] {
         let (reports, reported) = mpsc::channel();
         let server = start(
-            Config {
-                max_buffered: 1 << 30,
-                deflate,
-                ..Config::default()
-            },
+            Config::default().max_buffered(1 << 30).deflate(deflate),
             Stall { reports },
         );
         let mut peer = Peer::connect(server.addr, Some("permessage-deflate"));
@@ -378,13 +372,7 @@ fn a_dedicated_connection_costs_what_bytes_per_connection_says() {
     let mut over = Vec::new();
     for kib in [3, 32, 256] {
         let settings = Deflate::dedicated(kib).unwrap();
-        let server = start(
-            Config {
-                deflate: Some(settings),
-                ..Config::default()
-            },
-            Echo,
-        );
+        let server = start(Config::default().deflate(Some(settings)), Echo);
         // Each connection's cost once it has exchanged a message, beyond what the server held before.
         let cost = |offer: Option<&str>| {
             let before = LIVE.load(Ordering::SeqCst);

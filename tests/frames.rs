@@ -306,10 +306,7 @@ impl wsloop::Handler for EchoWithStats {
 
 #[test]
 fn stats_count_what_the_overflow_policy_did() {
-    let config = wsloop::Config {
-        max_buffered: 16 << 10,
-        ..wsloop::Config::default()
-    };
+    let config = wsloop::Config::default().max_buffered(16 << 10);
     let server = common::start(config, EchoWithStats);
     let mut flooder = handshaken(server.addr);
     flood_without_reading(&mut flooder);
@@ -336,10 +333,7 @@ impl wsloop::Handler for Napper {
 
 #[test]
 fn a_failed_peer_that_keeps_sending_is_drained_and_closed_when_it_hangs_up() {
-    let config = wsloop::Config {
-        close_timeout: Duration::from_secs(60),
-        ..wsloop::Config::default()
-    };
+    let config = wsloop::Config::default().close_timeout(Duration::from_secs(60));
     let server = common::start(config, Napper);
     let mut stream = handshaken(server.addr);
     // While the server naps: a protocol error (an unmasked frame), then 16 MiB more, then our FIN. The server

@@ -199,7 +199,7 @@ struct Page;
 
 impl Handler for Page {
     fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
-        (req.path == "/").then(|| HttpResponse::new(200, "text/plain", "a page"))
+        (req.target == "/").then(|| HttpResponse::new(200, "text/plain", "a page"))
     }
 }
 
@@ -222,13 +222,7 @@ fn plain_http_goes_to_the_user_handler() {
 
 #[test]
 fn max_users_refuses_the_next_handshake_with_503() {
-    let server = start(
-        Config {
-            max_users: 2,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().max_users(2), Echo);
     let _a = common::handshaken(server.addr);
     let b = common::handshaken(server.addr);
     let mut c = connect_raw(server.addr);

@@ -17,8 +17,9 @@ use common::{
     request, start, still_serves, Echo, TIMEOUT,
 };
 use wsloop::frame::OpCode;
+use wsloop::handshake::HttpResponse;
 use wsloop::handshake::Request;
-use wsloop::{Config, ConnId, Handle, Handler, Message};
+use wsloop::{Accept, CloseCode, Closed, Config, ConnId, Context, Handle, Handler, Message};
 
 /// A timeout short enough for a quick test, long enough for a busy machine to keep up with.
 const SHORT: Duration = Duration::from_millis(300);
@@ -83,13 +84,7 @@ fn assert_one_line_body(body: &str) {
 
 #[test]
 fn max_users_refuses_one_more_with_503_and_frees_the_place_on_leave() {
-    let server = start(
-        Config {
-            max_users: 2,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().max_users(2), Echo);
     let mut a = client(server.addr);
     let _b = client(server.addr);
 
@@ -114,13 +109,7 @@ fn max_users_refuses_one_more_with_503_and_frees_the_place_on_leave() {
 
 #[test]
 fn max_message_counts_every_fragment_and_the_next_byte_gets_1009() {
-    let server = start(
-        Config {
-            max_message: 1000,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().max_message(1000), Echo);
 
     // 400 + 400 + 200 = exactly 1000 bytes: echoed whole.
     let mut ws = handshaken(server.addr);
@@ -155,13 +144,7 @@ fn max_message_counts_every_fragment_and_the_next_byte_gets_1009() {
 
 #[test]
 fn max_message_fails_as_soon_as_a_header_shows_the_message_is_too_big() {
-    let server = start(
-        Config {
-            max_message: 1000,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().max_message(1000), Echo);
     // Only the header of a frame announcing 1001 bytes: the limit is known, the payload need not arrive.
     let mut ws = handshaken(server.addr);
     ws.write_all(&masked(true, OpCode::Binary, &[1; 1001])[..8])
@@ -182,13 +165,7 @@ fn max_message_fails_as_soon_as_a_header_shows_the_message_is_too_big() {
 
 #[test]
 fn a_frame_out_of_order_gets_1002_even_when_it_also_announces_too_many_bytes() {
-    let server = start(
-        Config {
-            max_message: 1000,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().max_message(1000), Echo);
     // A new binary message while a text message is open (§5.4): a protocol error, whatever its length.
     let mut ws = handshaken(server.addr);
     let mut input = masked(false, OpCode::Text, b"open");
@@ -236,11 +213,9 @@ fn head_over_max_head_gets_431() {
 #[test]
 fn handshake_timeout_drops_silent_and_dribbling_connections() {
     let server = start(
-        Config {
-            handshake_timeout: SHORT,
-            idle_timeout: None,
-            ..Config::default()
-        },
+        Config::default()
+            .handshake_timeout(SHORT)
+            .idle_timeout(None),
         Echo,
     );
     // A connection that completed its handshake is not subject to the handshake timeout.
@@ -347,13 +322,7 @@ fn answer_pings_for(ws: &mut TcpStream, period: Duration) -> usize {
 
 #[test]
 fn idle_timeout_pings_quiet_peers_and_drops_those_that_never_answer() {
-    let server = start(
-        Config {
-            idle_timeout: Some(SHORT),
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().idle_timeout(Some(SHORT)), Echo);
     let mut answers = handshaken(server.addr);
     let mut mute = handshaken(server.addr);
     let connected = Instant::now();
@@ -409,12 +378,13 @@ struct Closer {
 impl Handler for Closer {
     fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
         match msg {
-            Message::Text("close me") => ws.close(id, 1000, "as you asked"),
+            Message::Text("close me") => ws.close(id, CloseCode::NORMAL, "as you asked"),
             msg => ws.send(id, msg),
         }
     }
 
-    fn close(&mut self, _: &mut Handle<'_>, id: ConnId, code: u16) {
+    fn close(&mut self, _: &mut Handle<'_>, id: ConnId, closed: Closed<'_>) {
+        let code = closed.status();
         self.closed.lock().unwrap().push((id.get(), code));
     }
 }
@@ -422,13 +392,7 @@ impl Handler for Closer {
 #[test]
 fn close_timeout_drops_a_peer_that_never_answers_the_close() {
     let closer = Closer::default();
-    let server = start(
-        Config {
-            close_timeout: SHORT,
-            ..Config::default()
-        },
-        closer.clone(),
-    );
+    let server = start(Config::default().close_timeout(SHORT), closer.clone());
     let mut ws = handshaken(server.addr);
     ws.write_all(&masked(true, OpCode::Text, b"close me"))
         .unwrap();
@@ -494,13 +458,7 @@ fn close_timeout_drops_a_peer_that_never_answers_the_close() {
 
 #[test]
 fn stop_waits_no_longer_than_close_timeout_for_a_peer_that_never_answers() {
-    let server = start(
-        Config {
-            close_timeout: SHORT,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().close_timeout(SHORT), Echo);
     let mut mute = handshaken(server.addr);
     let began = Instant::now();
     server.stop(); // sends 1001 and returns once `run` has returned
@@ -516,13 +474,7 @@ fn allowed_origins_refuse_others_with_403() {
         "http://good.example".to_string(),
         "https://also.example:8443".to_string(),
     ]);
-    let server = start(
-        Config {
-            allowed_origins: origins,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().allowed_origins(origins), Echo);
     for origin in [
         "Origin: http://good.example",
         "Origin: HTTP://GOOD.EXAMPLE",
@@ -561,15 +513,15 @@ fn allowed_origins_refuse_others_with_403() {
 struct Picky;
 
 impl Handler for Picky {
-    fn accept(&mut self, req: &Request<'_>) -> Result<Option<String>, u16> {
-        match req.path {
-            "/private" => Err(403),
-            "/gone" => Err(410),
-            "/careless" => Ok(Some("chat.v9\r\nX-Injected: yes".into())),
-            _ => Ok(req
-                .protocols()
-                .find(|p| *p == "chat.v2")
-                .map(str::to_string)),
+    fn accept(&mut self, req: &Request<'_>) -> Result<Accept, HttpResponse> {
+        match req.path() {
+            "/private" => Err(HttpResponse::error(403)),
+            "/gone" => Err(HttpResponse::error(410)),
+            "/careless" => Ok(Accept::new().protocol("chat.v9\r\nX-Injected: yes")),
+            _ => Ok(match req.protocols().find(|p| *p == "chat.v2") {
+                Some(protocol) => Accept::new().protocol(protocol),
+                None => Accept::new(),
+            }),
         }
     }
 
@@ -653,7 +605,7 @@ impl Ticker {
 }
 
 impl Handler for Ticker {
-    fn add(&mut self, _: &mut Handle<'_>, id: ConnId) {
+    fn add(&mut self, _: &mut Handle<'_>, id: ConnId, _: &Context<'_>) {
         self.seen.lock().unwrap().joined.push(id);
     }
 
@@ -679,7 +631,8 @@ impl Handler for Ticker {
         }
     }
 
-    fn close(&mut self, _: &mut Handle<'_>, id: ConnId, code: u16) {
+    fn close(&mut self, _: &mut Handle<'_>, id: ConnId, closed: Closed<'_>) {
+        let code = closed.status();
         self.seen.lock().unwrap().closed.push((id, code));
     }
 }
@@ -715,13 +668,7 @@ fn slow_reader_is_dropped_while_a_fast_one_gets_every_message_in_order() {
     const SIZE: usize = 16 << 10;
     const MAX_TICKS: usize = 4000; // 64 MiB: far more than the kernel's socket buffers can hide
     let ticker = Ticker::new(SIZE);
-    let server = start(
-        Config {
-            max_buffered: 64 << 10,
-            ..Config::default()
-        },
-        ticker.clone(),
-    );
+    let server = start(Config::default().max_buffered(64 << 10), ticker.clone());
     let mut slow = handshaken(server.addr); // joins first, never reads
     let mut fast = handshaken(server.addr);
 
@@ -785,13 +732,7 @@ fn slow_reader_is_dropped_while_a_fast_one_gets_every_message_in_order() {
 
 #[test]
 fn one_message_larger_than_max_buffered_still_goes_to_a_reader_with_an_empty_queue() {
-    let server = start(
-        Config {
-            max_buffered: 64 << 10,
-            ..Config::default()
-        },
-        Echo,
-    );
+    let server = start(Config::default().max_buffered(64 << 10), Echo);
     let mut ws = client(server.addr);
     let big: Vec<u8> = (0..200 << 10).map(|i: u32| (i % 251) as u8).collect();
     ws.send(tungstenite::Message::binary(big.clone())).unwrap();
@@ -847,10 +788,7 @@ fn buffered_reports_what_a_stalled_reader_has_waiting() {
 
 #[test]
 fn max_pending_closes_connections_past_the_limit_of_unfinished_handshakes() {
-    let config = Config {
-        max_pending: 2,
-        ..Config::default()
-    };
+    let config = Config::default().max_pending(2);
     let server = common::start(config, common::Echo);
     // Two connections that say nothing hold both places.
     let mut quiet: Vec<TcpStream> = (0..2).map(|_| common::connect_raw(server.addr)).collect();
@@ -884,10 +822,7 @@ fn trickle(mut stream: TcpStream, bytes: Vec<u8>, gap: Duration) -> thread::Join
 
 #[test]
 fn message_timeout_closes_a_peer_that_trickles_a_frame_or_its_fragments_with_1008() {
-    let config = Config {
-        message_timeout: Some(SHORT),
-        ..Config::default()
-    };
+    let config = Config::default().message_timeout(Some(SHORT));
     let server = start(config, Echo);
     let gap = Duration::from_millis(40);
 
@@ -926,10 +861,7 @@ fn message_timeout_closes_a_peer_that_trickles_a_frame_or_its_fragments_with_100
 
 #[test]
 fn message_timeout_counts_from_each_message_not_from_the_first() {
-    let config = Config {
-        message_timeout: Some(SHORT),
-        ..Config::default()
-    };
+    let config = Config::default().message_timeout(Some(SHORT));
     let server = start(config, Echo);
     let mut ws = handshaken(server.addr);
     // Each write finishes one message and starts the next, so a message is always partly here, for about three

@@ -50,13 +50,7 @@ fn with_permessage_deflate_the_application_s_ping_still_goes_out_as_a_plain_cont
         threshold: 0,
         ..Deflate::default()
     };
-    let server = start(
-        Config {
-            deflate: Some(settings),
-            ..Config::default()
-        },
-        Pinger,
-    );
+    let server = start(Config::default().deflate(Some(settings)), Pinger);
     let mut peer = Peer::connect(server.addr, Some("permessage-deflate"));
     assert!(peer.agreed.is_some(), "negotiated: {:?}", peer.answer);
     // A payload that shrinks well: compressed, it would be sent so.

@@ -56,10 +56,7 @@ fn oversized_invalid_continuation_fails_the_same_whole_or_dribbled() {
 /// What a client saw: the close code for the same bytes changed with how TCP delivered them.
 #[test]
 fn close_code_for_the_same_bytes_does_not_depend_on_tcp_segmentation() {
-    let config = Config {
-        max_message: 3,
-        ..Config::default()
-    };
+    let config = Config::default().max_message(3);
     let server = start(config, Echo);
     let first = masked(false, OpCode::Text, b"ab");
     let second = masked(true, OpCode::Continuation, &[0x82, b'x']);

@@ -16,7 +16,9 @@ use common::{
     Event, Rooms, TestServer, TIMEOUT,
 };
 use tungstenite::Message as WsMessage;
-use wsloop::{close_code, Config, ConnId, Handle, Handler, Message, Remote, RemoteError};
+use wsloop::{
+    CloseCode, Closed, Config, ConnId, Context, Handle, Handler, Message, Remote, RemoteError,
+};
 
 /// [`Rooms`], plus one command: `block` makes the loop wait inside the callback until the test opens the gate
 /// (bounded by `TIMEOUT`), so the test decides exactly when the loop cannot take anything from its queue.
@@ -27,8 +29,8 @@ struct Gated {
 }
 
 impl Handler for Gated {
-    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
-        self.rooms.add(ws, id);
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId, conn: &Context<'_>) {
+        self.rooms.add(ws, id, conn);
     }
 
     fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
@@ -41,8 +43,8 @@ impl Handler for Gated {
         self.rooms.send(ws, id, msg);
     }
 
-    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
-        self.rooms.close(ws, id, code);
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, closed: Closed<'_>) {
+        self.rooms.close(ws, id, closed);
     }
 }
 
@@ -77,13 +79,9 @@ fn gated(config: Config, loops: usize) -> (TestServer, Gate) {
 fn eight_threads_send_ten_thousand_each_and_every_message_arrives_in_its_threads_order() {
     const THREADS: usize = 8;
     const EACH: usize = 10_000;
-    let config = Config {
-        // Small enough that the senders outrun the loop now and then: `Full` is retried, and counted.
-        remote_queue: 1024,
-        // 80,000 frames may wait for the one client; this test is about the queue, not about slow readers.
-        max_buffered: 256 << 20,
-        ..Config::default()
-    };
+    // Small enough that the senders outrun the loop now and then: `Full` is retried, and counted. 80,000 frames
+    // may wait for the one client; this test is about the queue, not about slow readers.
+    let config = Config::default().remote_queue(1024).max_buffered(256 << 20);
     let (events, reports) = mpsc::channel();
     let server = start(config, Rooms::reporting(events, &[]));
     let (mut ws, id) = join(server.addr, &reports);
@@ -138,10 +136,7 @@ fn eight_threads_send_ten_thousand_each_and_every_message_arrives_in_its_threads
 #[test]
 fn a_full_queue_says_full_and_everything_accepted_is_delivered() {
     const QUEUE: usize = 8;
-    let config = Config {
-        remote_queue: QUEUE,
-        ..Config::default()
-    };
+    let config = Config::default().remote_queue(QUEUE);
     let (server, gate) = gated(config, 1);
     let (mut ws, id) = join(server.addr, &gate.reports);
     let remote = server.remote();
@@ -158,7 +153,10 @@ fn a_full_queue_says_full_and_everything_accepted_is_delivered() {
     assert_eq!(remote.send(id, "one too many"), Err(RemoteError::Full));
     assert_eq!(remote.publish("topic", "x"), Err(RemoteError::Full));
     assert_eq!(remote.broadcast("x"), Err(RemoteError::Full));
-    assert_eq!(remote.close(id, 4000, "x"), Err(RemoteError::Full));
+    assert_eq!(
+        remote.close(id, CloseCode::application(4000).unwrap(), "x"),
+        Err(RemoteError::Full)
+    );
     // Another clone of the Remote sees the same queue.
     assert_eq!(remote.clone().send(id, "x"), Err(RemoteError::Full));
 
@@ -176,10 +174,7 @@ fn a_full_queue_says_full_and_everything_accepted_is_delivered() {
 #[test]
 fn a_publish_is_refused_whole_when_one_loop_of_two_is_full() {
     const QUEUE: usize = 4;
-    let config = Config {
-        remote_queue: QUEUE,
-        ..Config::default()
-    };
+    let config = Config::default().remote_queue(QUEUE);
     let (server, gate) = gated(config, 2);
     let mut clients = on_every_loop(&server, &gate.reports, 2, 1);
     let remote = server.remote();
@@ -230,7 +225,7 @@ fn assert_stopped(remote: &Remote, id: ConnId, when: &str) {
         "broadcast {when}"
     );
     assert_eq!(
-        remote.close(id, close_code::NORMAL, "x"),
+        remote.close(id, CloseCode::NORMAL, "x"),
         Err(RemoteError::Stopped),
         "close {when}"
     );
@@ -245,7 +240,7 @@ fn close_frame(ws: &mut Client) -> (u16, String) {
             WsMessage::Close(Some(frame)) => {
                 return (u16::from(frame.code), frame.reason.to_string())
             }
-            WsMessage::Close(None) => return (close_code::NO_STATUS, String::new()),
+            WsMessage::Close(None) => return (1005, String::new()),
             _ => continue,
         }
     }
@@ -267,7 +262,7 @@ fn check_stopped(loops: usize) {
     remote.stop();
     assert_stopped(&before, id, "after stop()");
     assert_stopped(&remote, id, "after stop(), the Remote that stopped it");
-    assert_eq!(close_frame(&mut ws).0, close_code::GOING_AWAY);
+    assert_eq!(close_frame(&mut ws).0, CloseCode::GOING_AWAY.get());
     drop(ws);
     // `stop` consumes the test server: it returns once `run` has returned.
     server.stop();
@@ -353,20 +348,16 @@ fn check_close(loops: usize) {
     let remote = server.remote();
     let (mut survivor, _) = clients.pop().unwrap();
     for (n, (mut ws, id)) in clients.into_iter().enumerate() {
-        // A code the application chose and a reason, or a code that may not be sent (1005), which becomes 1000.
-        let (code, reason, seen) = if n % 2 == 0 {
+        // A code of the application's own range, or one of the RFC's, and a reason.
+        let (code, reason) = if n % 2 == 0 {
             (
-                4000 + n as u16,
+                CloseCode::application(4000 + n as u16).unwrap(),
                 format!("closed from afar, n={n}"),
-                4000 + n as u16,
             )
         } else {
-            (
-                close_code::NO_STATUS,
-                "no status".to_string(),
-                close_code::NORMAL,
-            )
+            (CloseCode::NORMAL, "normal".to_string())
         };
+        let seen = code.get();
         remote.close(id, code, &reason).unwrap();
         assert_eq!(
             close_frame(&mut ws),
@@ -378,7 +369,10 @@ fn check_close(loops: usize) {
         drop(ws);
         // The connection is gone (or going): a send to it is not an error, and goes nowhere.
         assert_eq!(remote.send(id, "too late"), Ok(()));
-        assert_eq!(remote.close(id, 4999, "again"), Ok(()));
+        assert_eq!(
+            remote.close(id, CloseCode::application(4999).unwrap(), "again"),
+            Ok(())
+        );
     }
     nothing_pending(&mut survivor, "still served");
 }

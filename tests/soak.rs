@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use common::{connect_raw, masked, request, still_serves, Echo, TIMEOUT};
 use wsloop::frame::{self, Limits, OpCode};
-use wsloop::{close_code, Config, ConnId, Handle, Handler, Message, Server, Status};
+use wsloop::{
+    CloseCode, Closed, Config, ConnId, Context, Handle, Handler, Message, Server, Status,
+};
 
 /// Names the application a child process serves (`echo` or `broadcast`); unset, [`child_server_process`] returns.
 const CHILD_APP: &str = "WSLOOP_SOAK_CHILD";
@@ -60,7 +62,7 @@ struct CountingEcho {
 }
 
 impl Handler for CountingEcho {
-    fn add(&mut self, _: &mut Handle<'_>, _: ConnId) {
+    fn add(&mut self, _: &mut Handle<'_>, _: ConnId, _: &Context<'_>) {
         self.adds.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -68,7 +70,7 @@ impl Handler for CountingEcho {
         ws.send(id, msg);
     }
 
-    fn close(&mut self, _: &mut Handle<'_>, _: ConnId, _: u16) {
+    fn close(&mut self, _: &mut Handle<'_>, _: ConnId, _: Closed<'_>) {
         self.closes.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -328,10 +330,7 @@ fn child_server_process() {
         set_nofile(soft.parse().expect("a number of files"));
     }
     let _ = env_logger::Builder::from_default_env().try_init();
-    let config = Config {
-        max_users: 100_000,
-        ..Config::default()
-    };
+    let config = Config::default().max_users(100_000);
     let server = Server::bind("127.0.0.1:0", config).expect("bind 127.0.0.1:0");
     println!("{LISTENING}{}", server.local_addr().unwrap());
     io::stdout().flush().unwrap();
@@ -499,7 +498,7 @@ impl Leave {
                     (OpCode::Text, b"hello".to_vec())
                 );
                 let mut close = Vec::new();
-                close.extend_from_slice(&close_code::NORMAL.to_be_bytes());
+                close.extend_from_slice(&CloseCode::NORMAL.get().to_be_bytes());
                 peer.stream
                     .write_all(&masked(true, OpCode::Close, &close))
                     .unwrap();
@@ -600,10 +599,7 @@ fn a_thousand_connect_cycles_leave_no_file_descriptor_behind() {
 #[test]
 fn data_and_fin_together_close_the_connection_at_once() {
     let _serial = serial();
-    let config = Config {
-        idle_timeout: None,
-        ..Config::default()
-    };
+    let config = Config::default().idle_timeout(None);
     let server = common::start(config, Echo);
     let addr = server.addr;
     still_serves(addr);
@@ -621,7 +617,7 @@ fn data_and_fin_together_close_the_connection_at_once() {
         ("a whole message", masked(true, OpCode::Text, b"bye")),
         (
             "a close frame",
-            masked(true, OpCode::Close, &close_code::NORMAL.to_be_bytes()),
+            masked(true, OpCode::Close, &CloseCode::NORMAL.get().to_be_bytes()),
         ),
     ];
     let mut lingering = Vec::new();
@@ -981,10 +977,7 @@ fn slow_reader_in_a_10000_message_chat_costs_the_others_nothing() {
     const MAX_BUFFERED: usize = 64 << 10;
     const WINDOW: usize = MAX_BUFFERED / LINE / 2;
     const MAX_RSS_GROWTH_MIB: f64 = 32.0;
-    let config = Config {
-        max_buffered: MAX_BUFFERED,
-        ..Config::default()
-    };
+    let config = Config::default().max_buffered(MAX_BUFFERED);
     let server = common::start(config, Broadcast);
     let addr = server.addr;
     let mut slow = Peer::connect(addr);
@@ -1108,10 +1101,7 @@ fn slow_reader_in_a_10000_message_chat_costs_the_others_nothing() {
         }
     };
     assert!(got < MESSAGES, "the slow client was never dropped");
-    assert!(
-        matches!(close, None | Some(close_code::POLICY_VIOLATION)),
-        "{close:?}"
-    );
+    assert!(matches!(close, None | Some(1008)), "{close:?}");
     let ending = match close {
         Some(code) => format!("close {code}"),
         None => "a dropped connection".to_string(),

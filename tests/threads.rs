@@ -280,10 +280,7 @@ fn try_handshake(addr: SocketAddr) -> (u16, std::net::TcpStream) {
 /// loop it lands on; once one leaves, one more gets in.
 fn check_max_users(loops: usize) {
     const MAX: usize = 3;
-    let config = Config {
-        max_users: MAX,
-        ..Config::default()
-    };
+    let config = Config::default().max_users(MAX);
     let (server, _reports) = rooms(loops, config);
     let mut admitted: Vec<Client> = (0..MAX)
         .map(|_| {

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{ask, client, close_and_wait, next_close, start, text, Event};
-use wsloop::{Config, ConnId, Handle, Handler, Message};
+use wsloop::{Closed, Config, ConnId, Context, Handle, Handler, Message};
 
 /// Counts the bytes allocated and not yet freed, by every thread of the process.
 struct Counting;
@@ -83,7 +83,7 @@ struct Bulk {
 }
 
 impl Handler for Bulk {
-    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId, _: &Context<'_>) {
         ws.send(id, "hello");
         let _ = self.events.send(Event::Added(id));
     }
@@ -111,7 +111,8 @@ impl Handler for Bulk {
         ws.send(id, reply);
     }
 
-    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, closed: Closed<'_>) {
+        let code = closed.status();
         let subscribers = self
             .prefixes
             .iter()

@@ -411,6 +411,6 @@ mod tests {
         // 0xff: a block type of 3, which deflate reserves.
         let err = inflate_all(&mut Inflater::new(15, false), &[&[0xff, 0xff, 0xff]]).unwrap_err();
         assert!(matches!(err, FrameError::BadCompression(_)), "{err:?}");
-        assert_eq!(err.close_code(), crate::close_code::INVALID_PAYLOAD);
+        assert_eq!(err.close_code(), crate::error::close_code::INVALID_PAYLOAD);
     }
 }

@@ -3,7 +3,19 @@
 use std::time::Duration;
 
 /// The server's limits and timeouts. Every field has a default; see the README for what a peer sees at each limit.
+///
+/// A setting is changed on a default `Config`, field by field or with the method of the same name (new settings
+/// may come in any release, so a `Config` is never written out whole):
+///
+/// ```
+/// use std::time::Duration;
+/// let config = wsloop::Config::default()
+///     .max_users(500)
+///     .idle_timeout(Some(Duration::from_secs(20)));
+/// assert_eq!(config.max_users, 500);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// The PHP `maxuser`: handshaked connections at most; one more is refused with HTTP 503.
     pub max_users: usize,
@@ -66,8 +78,89 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// Sets [`Config::max_users`].
+    pub fn max_users(mut self, max_users: usize) -> Config {
+        self.max_users = max_users;
+        self
+    }
+
+    /// Sets [`Config::max_message`].
+    pub fn max_message(mut self, max_message: usize) -> Config {
+        self.max_message = max_message;
+        self
+    }
+
+    /// Sets [`Config::max_head`].
+    pub fn max_head(mut self, max_head: usize) -> Config {
+        self.max_head = max_head;
+        self
+    }
+
+    /// Sets [`Config::max_buffered`].
+    pub fn max_buffered(mut self, max_buffered: usize) -> Config {
+        self.max_buffered = max_buffered;
+        self
+    }
+
+    /// Sets [`Config::handshake_timeout`].
+    pub fn handshake_timeout(mut self, handshake_timeout: Duration) -> Config {
+        self.handshake_timeout = handshake_timeout;
+        self
+    }
+
+    /// Sets [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, idle_timeout: Option<Duration>) -> Config {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets [`Config::message_timeout`].
+    pub fn message_timeout(mut self, message_timeout: Option<Duration>) -> Config {
+        self.message_timeout = message_timeout;
+        self
+    }
+
+    /// Sets [`Config::close_timeout`].
+    pub fn close_timeout(mut self, close_timeout: Duration) -> Config {
+        self.close_timeout = close_timeout;
+        self
+    }
+
+    /// Sets [`Config::max_pending`].
+    pub fn max_pending(mut self, max_pending: usize) -> Config {
+        self.max_pending = max_pending;
+        self
+    }
+
+    /// Sets [`Config::backlog`].
+    pub fn backlog(mut self, backlog: u32) -> Config {
+        self.backlog = backlog;
+        self
+    }
+
+    /// Sets [`Config::allowed_origins`].
+    pub fn allowed_origins(mut self, allowed_origins: Option<Vec<String>>) -> Config {
+        self.allowed_origins = allowed_origins;
+        self
+    }
+
+    /// Sets [`Config::remote_queue`].
+    pub fn remote_queue(mut self, remote_queue: usize) -> Config {
+        self.remote_queue = remote_queue;
+        self
+    }
+
+    /// Sets [`Config::deflate`].
+    pub fn deflate(mut self, deflate: Option<crate::deflate::Deflate>) -> Config {
+        self.deflate = deflate;
+        self
+    }
+}
+
 /// What the overflow policy and the loop did, logged as it happens and when the server stops.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Connections accepted.
     pub accepted: u64,

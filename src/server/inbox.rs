@@ -11,8 +11,8 @@ use log::debug;
 
 use super::Server;
 use crate::bus::Source;
+use crate::close::{ClosedBy, End};
 use crate::connection::{Bytes, Closing};
-use crate::error::close_code;
 use crate::frame::{Head, OpCode};
 use crate::handler::{Action, Handler};
 use crate::message::Message;
@@ -109,14 +109,14 @@ impl Server {
             }
             Action::Close(id, code, reason) => {
                 if let Some(key) = self.open_key(id) {
-                    let code = if crate::message::is_valid_close_code(code) {
-                        code
-                    } else {
-                        close_code::NORMAL
-                    };
                     debug!("{id} closed by the application with {code}");
-                    self.queue_close(key, Some(code), &reason);
-                    self.begin_close(handler, key, Closing::Sent, code);
+                    let end = End {
+                        by: ClosedBy::Application,
+                        code: Some(code.get()),
+                        reason: &reason,
+                    };
+                    self.queue_close(key, end.code, end.reason);
+                    self.begin_close(handler, key, Closing::Sent, end);
                 }
             }
         }

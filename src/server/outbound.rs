@@ -13,6 +13,7 @@ use log::{debug, trace, warn};
 
 use super::deflate::Variants;
 use super::Server;
+use crate::close::{ClosedBy, End};
 use crate::connection::{Chunk, Closing, ConnId};
 use crate::error::close_code;
 use crate::frame::{self, Head, Limits, OpCode};
@@ -131,12 +132,13 @@ impl Server {
              with 1008 ({} connections dropped as too slow so far)",
             conn.id, self.config.max_buffered, self.stats.dropped_slow
         );
-        self.queue_close(
-            key,
-            Some(close_code::POLICY_VIOLATION),
-            "too slow to read what it is sent",
-        );
-        self.begin_close(handler, key, Closing::Done, close_code::POLICY_VIOLATION);
+        let end = End {
+            by: ClosedBy::SlowReader,
+            code: Some(close_code::POLICY_VIOLATION),
+            reason: "too slow to read what it is sent",
+        };
+        self.queue_close(key, end.code, end.reason);
+        self.begin_close(handler, key, Closing::Done, end);
     }
 
     /// Writes what each connection touched this turn has queued; finishes closes whose last frame went out.
@@ -161,7 +163,7 @@ impl Server {
                             "{} last bytes written to a peer that already hung up",
                             conn.id
                         );
-                        self.close(handler, key, close_code::ABNORMAL);
+                        self.close(handler, key, End::DROPPED);
                     }
                     Ok(true) if conn.closing == Some(Closing::Done) => {
                         // §7.1.1: the server closes the TCP connection first. Shut down our side and read until the
@@ -176,7 +178,7 @@ impl Server {
                     Ok(_) => {}
                     Err(e) => {
                         debug!("{} write failed: {e}", conn.id);
-                        self.close(handler, key, close_code::ABNORMAL);
+                        self.close(handler, key, End::DROPPED);
                     }
                 }
             }

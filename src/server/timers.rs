@@ -15,7 +15,8 @@ use log::{debug, info};
 
 use super::outbound::trace_frame;
 use super::Server;
-use crate::error::{close_code, FrameError};
+use crate::close::{ClosedBy, End};
+use crate::error::FrameError;
 use crate::frame::{self, OpCode};
 use crate::handler::Handler;
 use crate::message::{Assembler, Probe};
@@ -118,11 +119,11 @@ impl Server {
                 "{id} from {} did not complete its handshake in time; dropping it",
                 conn.peer
             );
-            return self.close(handler, key, close_code::ABNORMAL);
+            return self.close(handler, key, End::DROPPED);
         }
         if conn.closing.is_some() {
             debug!("{id} closing handshake timed out");
-            return self.close(handler, key, close_code::ABNORMAL);
+            return self.close(handler, key, End::DROPPED);
         }
         let message_due = conn.message_since.zip(self.config.message_timeout);
         if let Some((since, limit)) =
@@ -150,7 +151,11 @@ impl Server {
             self.arm(key, next(quiet_until));
         } else if conn.is_awaiting_pong {
             info!("{id} answered no ping in {idle:?}; dropping it");
-            self.close(handler, key, close_code::ABNORMAL);
+            let timeout = End {
+                by: ClosedBy::Timeout,
+                ..End::DROPPED
+            };
+            self.close(handler, key, timeout);
         } else {
             let mut ping = Vec::new();
             frame::encode(&mut ping, true, OpCode::Ping, b"wsloop");
@@ -204,7 +209,7 @@ impl Server {
         {
             let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
             for key in keys {
-                self.close(handler, key, close_code::GOING_AWAY);
+                self.close(handler, key, End::SHUTDOWN);
             }
         }
     }

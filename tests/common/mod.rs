@@ -15,7 +15,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use wsloop::frame::{self, Limits, OpCode};
-use wsloop::{Config, ConnId, Handle, Handler, Loops, Message, Remote, Server, Status};
+use wsloop::{
+    Closed, Config, ConnId, Context, Handle, Handler, Loops, Message, Remote, Server, Status,
+};
 
 /// How long a client waits for any one reply before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -319,7 +321,7 @@ impl Rooms {
 }
 
 impl Handler for Rooms {
-    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId) {
+    fn add(&mut self, ws: &mut Handle<'_>, id: ConnId, _: &Context<'_>) {
         let hello = format!("hello:{}:{}:{}", id.get(), id.loop_index(), ws.count());
         ws.send(id, hello);
         self.report(Event::Added(id));
@@ -365,7 +367,8 @@ impl Handler for Rooms {
         }
     }
 
-    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, code: u16) {
+    fn close(&mut self, ws: &mut Handle<'_>, id: ConnId, closed: Closed<'_>) {
+        let code = closed.status();
         let subscribers = self
             .watched
             .iter()
