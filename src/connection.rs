@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,10 +18,8 @@ use mio::net::TcpStream;
 use crate::deflate::Session;
 use crate::error::{interrupted, would_block};
 use crate::frame::Head;
-use crate::message::{Assembler, Probe};
+use crate::inbound::{Inbound, Recv};
 
-/// [`Connection::read_behind`] grows the buffer when less room than this is left behind its bytes.
-const MIN_READ_BEHIND: usize = 4096;
 /// At most this many pongs wait to be written; the pong for one more ping replaces the newest of them (§5.5.3: an
 /// endpoint may answer only the most recent of the pings it has not answered yet). A peer that reads as fast as it
 /// pings gets a pong for every ping; one that pings without reading costs at most this many.
@@ -289,7 +288,7 @@ pub(crate) type AnyData = Box<dyn std::any::Any + Send>;
 /// One client connection, as the PHP version kept it in `$this->accept` and `$this->isHand`.
 ///
 /// A server holds one per client, idle or not, so rarely used state is kept out of line: the queue of what is to be
-/// written ([`Outbox`]) and the state of a fragmented message (in [`Assembler`]) exist only while they are in use.
+/// written ([`Outbox`]) and the state of a fragmented message (in [`crate::message::Assembler`]) exist only while they are in use.
 pub(crate) struct Connection {
     /// The socket, registered with the poll under this connection's slab key.
     pub stream: TcpStream,
@@ -305,13 +304,8 @@ pub(crate) struct Connection {
     pub is_write_shut: bool,
     /// The peer's FIN has been read: once the queue is written, nothing is left to wait for.
     pub is_read_eof: bool,
-    /// Bytes of a handshake or frame that has not fully arrived. Empty and unallocated whenever nothing is left
-    /// over: complete frames are decoded straight from the server's shared read buffer.
-    pub read_buf: Vec<u8>,
-    /// Fragments to messages.
-    pub assembler: Assembler,
-    /// Fail-fast UTF-8 state for a text frame that is still arriving.
-    pub probe: Probe,
+    /// What has arrived of a request head, a frame or a message, and not all of it yet.
+    pub inbound: Inbound,
     /// When the timer of this connection fires (handshake, idle or close timeout), if one is armed.
     pub deadline: Option<Instant>,
     /// When the peer last sent anything.
@@ -347,9 +341,7 @@ impl Connection {
             closing: None,
             is_write_shut: false,
             is_read_eof: false,
-            read_buf: Vec::new(),
-            assembler: Assembler::new(max_message),
-            probe: Probe::default(),
+            inbound: Inbound::new(max_message),
             deadline: None,
             last_seen: now,
             message_since: None,
@@ -383,35 +375,11 @@ impl Connection {
         }
     }
 
-    /// Reads once, at most `max` bytes, straight into the room behind what `read_buf` holds: for a long frame that is
-    /// still arriving, whose bytes would otherwise be read into the loop's shared buffer and copied here. Returns the
-    /// bytes read and the room offered.
-    ///
-    /// The room is what the buffer has spare; only when less than `MIN_READ_BEHIND` is left does it grow, by as much
-    /// as it holds (at least `MIN_READ_BEHIND`, at most `max`), and then by `Vec`'s doubling. So a peer that
-    /// announces a long frame and sends it a byte at a time costs neither a reallocation per byte nor more than
-    /// about twice what it has sent, as when the bytes were appended.
+    /// Reads once, at most `max` bytes, straight into the room behind the long frame the inbound side holds
+    /// ([`Inbound::read_behind`]): its bytes would otherwise be read into the loop's shared buffer and copied there.
+    /// Returns the bytes read and the room offered.
     pub fn read_behind(&mut self, max: usize) -> io::Result<(usize, usize)> {
-        let held = self.read_buf.len();
-        if self.read_buf.capacity() - held < MIN_READ_BEHIND {
-            self.read_buf.reserve(max.min(held.max(MIN_READ_BEHIND)));
-        }
-        let spare = self.read_buf.spare_capacity_mut();
-        let want = spare.len().min(max);
-        let room = &mut spare[..want];
-        // Through `try_io`, as mio asks of I/O it does not do itself (on some platforms a `WouldBlock` must re-arm
-        // the readiness it reports).
-        let stream = &self.stream;
-        let n = loop {
-            match stream.try_io(|| socket2::SockRef::from(stream).recv(&mut *room)) {
-                Err(e) if interrupted(&e) => continue,
-                other => break other?,
-            }
-        };
-        // SAFETY: `recv` wrote `n <= want` bytes at the start of the spare capacity (socket2 documents that the count
-        // it returns is of bytes initialized there), so the first `held + n` bytes are initialized, within capacity.
-        unsafe { self.read_buf.set_len(held + n) };
-        Ok((n, want))
+        self.inbound.read_behind(Socket(&self.stream), max)
     }
 
     /// The queue, taken from the loop's spare ones if this connection has none.
@@ -590,60 +558,28 @@ impl Outbox {
     }
 }
 
+/// A connection's socket as a source for [`Inbound::read_behind`].
+struct Socket<'a>(&'a TcpStream);
+
+// SAFETY: `recv(2)` writes at most `buf.len()` bytes at the front of `buf` and returns how many (socket2 documents
+// the count as bytes initialized there).
+unsafe impl Recv for Socket<'_> {
+    fn recv(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let stream = self.0;
+        // Through `try_io`, as mio asks of I/O it does not do itself (on some platforms a `WouldBlock` must re-arm
+        // the readiness it reports).
+        loop {
+            match stream.try_io(|| socket2::SockRef::from(stream).recv(&mut *buf)) {
+                Err(e) if interrupted(&e) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Reads behind `conn.read_buf` until `expect` more bytes are there (bounded: two seconds), checking after every
-    /// read that the buffer holds at most about twice its bytes. Returns how many times the buffer grew.
-    fn read_behind_until(conn: &mut Connection, expect: usize) -> usize {
-        let target = conn.read_buf.len() + expect;
-        let deadline = Instant::now() + std::time::Duration::from_secs(2);
-        let mut grew = 0;
-        while conn.read_buf.len() < target {
-            let capacity = conn.read_buf.capacity();
-            match conn.read_behind(64 << 10) {
-                Ok((0, _)) => panic!("the peer hung up"),
-                Ok(_) => {}
-                Err(e) if would_block(&e) => {
-                    assert!(Instant::now() < deadline, "the bytes never came");
-                    std::thread::sleep(std::time::Duration::from_micros(50));
-                }
-                Err(e) => panic!("{e}"),
-            }
-            grew += usize::from(conn.read_buf.capacity() != capacity);
-            let held = conn.read_buf.len();
-            assert!(
-                conn.read_buf.capacity() <= 2 * held + 2 * MIN_READ_BEHIND,
-                "{} bytes of room for {held} bytes",
-                conn.read_buf.capacity()
-            );
-        }
-        grew
-    }
-
-    #[test]
-    fn reading_behind_a_trickled_frame_costs_neither_memory_nor_copies() {
-        let (mut conn, mut peer) = connection();
-        conn.read_buf.extend_from_slice(b"0123456789"); // what the shared buffer left behind
-        let mut sent = b"0123456789".to_vec();
-        // 40 KB in pieces of 61 bytes: the buffer grows a few times, not once per piece, and never holds much more
-        // than twice what came.
-        let mut grew = 0;
-        for i in 0..660u32 {
-            let piece: Vec<u8> = (0..61).map(|j| ((i * 61 + j) % 251) as u8).collect();
-            peer.write_all(&piece).expect("write");
-            sent.extend_from_slice(&piece);
-            grew += read_behind_until(&mut conn, piece.len());
-        }
-        assert!(grew <= 8, "grew {grew} times");
-        // Then 300 KB at once, read in rooms of up to 64 KiB.
-        let bulk: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
-        peer.write_all(&bulk).expect("write");
-        sent.extend_from_slice(&bulk);
-        read_behind_until(&mut conn, bulk.len());
-        assert_eq!(conn.read_buf, sent);
-    }
 
     #[test]
     fn an_idle_connection_holds_no_queue_and_a_busy_one_reuses_one_without_allocating() {

@@ -9,7 +9,7 @@
 //! | the `while(TRUE)` around `socket_select` | [`Server::run`]: `poll.poll(&mut events, timeout)`, then `match event.token()` |
 //! | `add_accept()`: accept, push, `isHand = false` | `Server::add_accept`: accept until `WouldBlock`, `slab.insert`, the slab key as token |
 //! | `upgrade()`: read headers, accept key, write 101 | `Server::upgrade`, calling [`handshake::parse_request`], [`handshake::validate`], [`handshake::switching_protocols`] |
-//! | `decode()`: unmask, read the payload | `Server::consume`: a loop of [`message::Probe::decode_trusting`], which is [`frame::decode`] for a whole frame (text checked as UTF-8 while it is unmasked, [`utf8`]) and unmasks and checks a frame still arriving read by read; then [`message::Assembler::push`] |
+//! | `decode()`: unmask, read the payload | `Server::consume`: a loop of `Input::next_event` over the connection's `Inbound` (`inbound.rs`, which keeps what has not fully arrived), which is [`frame::decode`] for a whole frame (text checked as UTF-8 while it is unmasked, [`utf8`]), unmasks and checks a frame still arriving read by read (`message::Probe`), then hands it to [`message::Assembler::push`] |
 //! | `frame()`/`encode()` for outgoing text | [`frame::encode`], queued in the connection's write buffer |
 //! | `close()`: close the socket, unset it from the array | `Server::close`: deregister, `slab.remove`, the `close` callback |
 //! | the function table `add` / `send` / `close` | [`Handler::add`] (with the request, a [`Context`]), [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`] (with the code, reason and who closed, [`Closed`]); inside them a [`Handle`] offers `send`, `broadcast`, `close`, and the connection's own data ([`Accept::data`], [`Handle::data`]) |
@@ -36,6 +36,8 @@
 //!
 //! - `server.rs`: the poll loop (with `server/outbound.rs`, `server/timers.rs`, `server/inbox.rs`,
 //!   `server/config.rs`). `connection.rs`: one client's socket and buffers. Only these touch sockets.
+//! - `inbound.rs`: a connection's inbound side (the partial frame, its probe, the assembler), pure, the one place
+//!   that keeps the rules the `unsafe` shortcut of `message::Probe` relies on.
 //! - `handshake.rs`, `frame.rs`, `message.rs`, `utf8.rs`: pure code, tested and benchmarked without a network.
 //! - `handler.rs`: the user's callbacks and their handle; `accept.rs` and `close.rs`: what they learn of a
 //!   connection at its start and at its end. `error.rs`: each error and what the peer sees.
@@ -81,6 +83,7 @@ pub mod error;
 pub mod frame;
 mod handler;
 pub mod handshake;
+pub mod inbound;
 mod loops;
 pub mod message;
 mod remote;

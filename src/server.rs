@@ -33,7 +33,8 @@ use crate::error::{interrupted, would_block, Error, FrameError, HandshakeError};
 use crate::frame::{self, Limits, OpCode};
 use crate::handler::{Action, Handle, Handler};
 use crate::handshake::{self, HttpResponse};
-use crate::message::{Event, Probe};
+use crate::inbound::Input;
+use crate::message::Event;
 use crate::remote::Remote;
 use crate::topics::Topics;
 use crate::Status;
@@ -407,15 +408,11 @@ impl Server {
     /// anything else (a short frame, a request head, a connection whose reads are dropped): those are read into
     /// `scratch`, where complete frames are decoded without a copy.
     fn read_behind_size(&self, conn: &Connection) -> Option<usize> {
-        if !conn.is_handshaked || conn.read_buf.is_empty() || conn.closing == Some(Closing::Done) {
+        if !conn.is_handshaked || conn.closing == Some(Closing::Done) {
             return None;
         }
-        let Ok(Status::Complete(header)) = frame::decode_header(&conn.read_buf, &self.limits)
-        else {
-            return None;
-        };
-        let missing = header.frame_len()?.checked_sub(conn.read_buf.len())?;
-        (missing >= READ_BEHIND_FROM).then_some(missing.min(READ_CHUNK))
+        conn.inbound
+            .behind_size(&self.limits, READ_BEHIND_FROM, READ_CHUNK)
     }
 
     /// New bytes for a connection: join them to what was left over, consume what is complete, keep the rest.
@@ -425,33 +422,17 @@ impl Server {
             return false;
         };
         let id = conn.id;
-        let mut joined = mem::take(&mut conn.read_buf);
-        let is_fresh = joined.is_empty();
-        // An empty buffer holds no frame left partial, so the probe has seen none (see `consume`).
-        debug_assert!(!is_fresh || conn.probe.is_idle());
-        let used = if is_fresh {
-            self.consume(handler, key, fresh)
-        } else {
-            joined.extend_from_slice(fresh);
-            self.consume(handler, key, &mut joined)
-        };
+        // Out of the pool while it is decoded, so that the callbacks its messages reach can have the whole loop.
+        let mut inbound = mem::take(&mut conn.inbound);
+        inbound.feed(fresh, |input| self.consume(handler, key, input));
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) else {
             return false;
         };
         if conn.closing == Some(Closing::Done) {
-            // Nothing more will be decoded; what was left over is dropped, and the probe with it.
-            conn.probe = Probe::default();
-            return true;
+            // Nothing more will be decoded; what was left over is dropped.
+            inbound.reset();
         }
-        if is_fresh {
-            conn.read_buf.extend_from_slice(&fresh[used..]);
-        } else {
-            joined.drain(..used);
-            if joined.is_empty() {
-                joined = Vec::new(); // nothing left over: an idle connection holds no read buffer
-            }
-            conn.read_buf = joined;
-        }
+        conn.inbound = inbound;
         self.watch_message(key);
         true
     }
@@ -462,8 +443,7 @@ impl Server {
         else {
             return;
         };
-        let is_partial =
-            conn.is_open() && (!conn.read_buf.is_empty() || conn.assembler.is_in_message());
+        let is_partial = conn.is_open() && conn.inbound.is_partial();
         if !is_partial {
             conn.message_since = None;
         } else if conn.message_since.is_none() {
@@ -480,71 +460,37 @@ impl Server {
     ///
     /// Unlike the PHP version, which took each read as exactly one unfragmented frame, this loops over as many
     /// frames as arrived, keeps a partial one for the next read, and joins fragments into messages.
-    fn consume<H: Handler>(&mut self, handler: &mut H, key: usize, input: &mut [u8]) -> usize {
-        let mut used = 0;
+    fn consume<H: Handler>(&mut self, handler: &mut H, key: usize, input: &mut Input<'_>) {
         if !self.conns[key].is_handshaked {
-            match self.upgrade(handler, key, input) {
-                Some(head_len) if self.conns[key].is_handshaked => used = head_len,
-                Some(_) => return input.len(),
-                None => return 0,
+            match self.upgrade(handler, key, input.rest()) {
+                Some(head_len) if self.conns[key].is_handshaked => input.skip_head(head_len),
+                Some(_) => return input.skip_all(),
+                None => return,
             }
         }
-        let mut assembler = mem::take(&mut self.conns[key].assembler);
         // RFC 7692 §6: with permessage-deflate, RSV1 marks a compressed message.
         let limits = Limits {
             deflate: self.conns[key].deflate.is_some(),
             ..self.limits
         };
         loop {
-            let conn = &mut self.conns[key];
+            let conn = &self.conns[key];
             if conn.closing == Some(Closing::Done) {
                 break;
             }
-            let rest = &mut input[used..];
             if log::log_enabled!(log::Level::Trace) {
-                trace_frame(conn.id, "<", rest);
+                trace_frame(conn.id, "<", input.rest());
             }
             // A frame still arriving is unmasked as far as it came, and fails fast on invalid text (§8.1).
-            // SAFETY: the frame the probe has seen part of is the one at the front of `rest`, its bytes as the probe
-            // left them. `receive` passes the connection's buffer here, or fresh bytes when that buffer is empty,
-            // which it only is when no frame was left partial (the probe starts over with every frame that
-            // completes; the message timeout empties both). The bytes of a frame left partial are copied from here
-            // into the buffer whole, added to behind (`receive`, `Connection::read_behind`), and drained of the
-            // frames before them; nothing else changes them.
-            let decoded = unsafe { conn.probe.decode_trusting(rest, &limits, &assembler) };
-            match decoded {
+            match input.next_event(&limits, || self.inflate_for(key)) {
                 Ok(Status::Partial) => break,
-                Ok(Status::Complete((frame, n))) => {
-                    used += n;
-                    // With permessage-deflate, a compressed message is inflated on its way into the assembler (RFC
-                    // 7692 §6.2). Without it, the plain path alone: the frame bench's (a branch to the compressed
-                    // path, even one never taken, costs a small frame a quarter of its time there).
-                    let pushed = if limits.deflate {
-                        let compressed = frame.rsv != 0 || assembler.is_compressed();
-                        let inflate = if compressed {
-                            self.inflate_for(key)
-                        } else {
-                            None
-                        };
-                        assembler.push_with(frame, inflate)
-                    } else {
-                        assembler.push(frame)
-                    };
-                    match pushed {
-                        Ok(None) => {}
-                        Ok(Some(event)) => self.on_event(handler, key, event),
-                        Err(e) => self.fail(handler, key, e),
-                    }
-                }
+                Ok(Status::Complete(None)) => {}
+                Ok(Status::Complete(Some(event))) => self.on_event(handler, key, event),
                 Err(e) => self.fail(handler, key, e),
             }
         }
-        assembler.release();
-        if self.conns[key].closing == Some(Closing::Done) {
-            assembler.clear(); // nothing more will be decoded: what had arrived of a message is dropped now
-        }
-        self.conns[key].assembler = assembler;
-        used
+        // Nothing more will be decoded from a connection that is done: what had arrived of a message goes now.
+        input.release(self.conns[key].closing == Some(Closing::Done));
     }
 
     /// Mirrors `decode()`'s caller in the PHP loop: one decoded event, handed to the user or answered.

@@ -1,13 +1,13 @@
-//! A model of the server's read path, without a socket: bytes arrive in pieces, frames are decoded by
-//! `message::Probe` (the partial frame at the end unmasked as far as it came and probed for invalid text), and
-//! complete frames go through `message::Assembler`.
-//!
-//! It follows `Server::consume` step by step, so the fuzz targets and `tests/properties.rs` exercise the codec the
-//! way the poll loop drives it. Events are copied out as owned values, so two runs of the same bytes cut at
+//! The server's read path, without a socket: bytes arrive in pieces and go into the server's own
+//! `inbound::Inbound` (the buffer of a partial frame, its `message::Probe` and the `message::Assembler`), through
+//! `feed` or `read_behind` as the poll loop sends them, and are decoded by `Input::next_event`, the code
+//! `Server::consume` runs. So the fuzz targets and `tests/properties.rs` exercise the real read path, not a model.
+//! Events are copied out as owned values, so two runs of the same bytes cut at
 //! different places can be compared.
 
 use wsloop::frame::Limits;
-use wsloop::message::{Assembler, Event, Message, Probe};
+use wsloop::inbound::Inbound;
+use wsloop::message::{Event, Message};
 use wsloop::{FrameError, Status};
 
 /// An [`Event`] that owns its payload.
@@ -47,13 +47,13 @@ impl From<Event<'_>> for Owned {
     }
 }
 
-/// One connection's read side: the bytes not yet decoded, the assembler and the probe of a partial text frame.
+/// One connection's read side: the server's own [`Inbound`], fed as the poll loop feeds it.
 #[derive(Debug)]
 pub struct Reader {
     limits: Limits,
-    assembler: Assembler,
-    probe: Probe,
-    pending: Vec<u8>,
+    inbound: Inbound,
+    /// Pieces fed so far: every other one that may go behind a long frame does ([`Inbound::read_behind`]).
+    pieces: usize,
     /// Every event so far, in order.
     pub events: Vec<Owned>,
     /// The error that ended the stream, if one did.
@@ -67,9 +67,8 @@ impl Reader {
     pub fn new(limits: Limits, max_message: usize) -> Reader {
         Reader {
             limits,
-            assembler: Assembler::new(max_message),
-            probe: Probe::default(),
-            pending: Vec::new(),
+            inbound: Inbound::new(max_message),
+            pieces: 0,
             events: Vec::new(),
             error: None,
             closed: false,
@@ -83,53 +82,75 @@ impl Reader {
 
     /// Bytes received but not yet part of a complete frame.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.inbound.pending()
     }
 
-    /// The next piece of the stream arrives: decode every complete frame in what is buffered.
+    /// The next piece of the stream arrives: decode every complete frame, as `Server::receive` and
+    /// `Server::consume` do (the server reads into its shared buffer, or straight behind a long frame still arriving:
+    /// here every other piece that could goes that way, whatever its length, so both paths meet every split).
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.is_done() {
-            return;
-        }
-        self.pending.extend_from_slice(bytes);
-        let mut used = 0;
-        while !self.is_done() {
-            let rest = &mut self.pending[used..];
-            let available = rest.len();
-            // As the server does: a frame still arriving is unmasked as far as it came and probed.
-            // SAFETY: `pending` is only added to behind (`feed`) and drained of whole frames, so the frame the probe
-            // has seen part of is at the front of `rest`, its bytes as the probe left them.
-            let decoded = unsafe {
-                self.probe
-                    .decode_trusting(rest, &self.limits, &self.assembler)
-            };
-            match decoded {
-                Ok(Status::Partial) => break,
-                Ok(Status::Complete((frame, n))) => {
-                    assert!(n >= 2 && n <= available, "used {n} of {available} bytes");
-                    assert!(frame.payload.len() as u64 <= self.limits.max_payload);
-                    used += n;
-                    // As the server does: a connection with permessage-deflate inflates compressed messages.
-                    let pushed = if self.limits.deflate {
-                        self.assembler.push_with(frame, None)
-                    } else {
-                        self.assembler.push(frame)
-                    };
-                    match pushed {
-                        Ok(None) => {}
-                        Ok(Some(event)) => {
-                            let event = Owned::from(event);
-                            self.closed = matches!(event, Owned::Close(_));
-                            self.events.push(event);
-                        }
-                        Err(e) => self.error = Some(e),
-                    }
+        self.pieces += 1;
+        let mut rest = bytes;
+        while !self.is_done() && !rest.is_empty() {
+            let behind = self.pieces.is_multiple_of(2);
+            let mut copy;
+            let fresh: &mut [u8] = match self.inbound.behind_size(&self.limits, 1, rest.len()) {
+                Some(max) if behind => {
+                    let (n, room) = self
+                        .inbound
+                        .read_behind(&mut rest, max)
+                        .expect("a slice reads");
+                    assert!(
+                        n > 0 && n <= room && room <= max,
+                        "read {n} of {room}, at most {max}"
+                    );
+                    &mut []
                 }
-                Err(e) => self.error = Some(e),
-            }
+                _ => {
+                    copy = rest.to_vec();
+                    rest = &[];
+                    &mut copy
+                }
+            };
+            self.decode(fresh);
         }
-        self.assembler.release();
-        self.pending.drain(..used);
+    }
+
+    fn decode(&mut self, fresh: &mut [u8]) {
+        let (limits, events, error, closed) = (
+            &self.limits,
+            &mut self.events,
+            &mut self.error,
+            &mut self.closed,
+        );
+        self.inbound.feed(fresh, |input| {
+            while error.is_none() && !*closed {
+                let available = input.rest().len();
+                // As the server does: a connection with permessage-deflate inflates compressed messages (here with
+                // no stream to lend, which the assembler answers with its error).
+                match input.next_event(limits, || None) {
+                    Ok(Status::Partial) => break,
+                    Ok(Status::Complete(event)) => {
+                        let event = event.map(Owned::from);
+                        let used = available - input.rest().len();
+                        assert!(
+                            used >= 2 && used <= available,
+                            "used {used} of {available} bytes"
+                        );
+                        if let Some(event) = event {
+                            *closed = matches!(event, Owned::Close(_));
+                            events.push(event);
+                        }
+                    }
+                    Err(e) => *error = Some(e),
+                }
+            }
+            // A stream that ended decodes nothing more: what came after is dropped, as the server drops it.
+            if error.is_some() || *closed {
+                input.skip_all();
+            }
+            input.release(error.is_some() || *closed);
+        });
     }
 }
 

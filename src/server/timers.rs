@@ -19,7 +19,6 @@ use crate::close::{ClosedBy, End};
 use crate::error::FrameError;
 use crate::frame::{self, OpCode};
 use crate::handler::Handler;
-use crate::message::{Assembler, Probe};
 
 /// The heap key of an application timer (connection keys are slab keys, which never come near it).
 const APP: usize = usize::MAX;
@@ -131,9 +130,7 @@ impl Server {
         {
             // What has arrived of the message is dropped at once; the peer gets 1008 and the close timeout.
             debug!("{id} began a message {:?} ago", self.now - since);
-            conn.read_buf = Vec::new();
-            conn.probe = Probe::default();
-            conn.assembler = Assembler::new(self.config.max_message);
+            conn.inbound.reset();
             conn.message_since = None;
             return self.fail(handler, key, FrameError::MessageTimeout(limit));
         }
