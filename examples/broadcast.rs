@@ -2,7 +2,7 @@
 //! sender included. The chatroom's core without JSON, for load tests of fan-out.
 //!
 //! ```text
-//! cargo run --release --example broadcast -- --port 9002 --max-users 10000 [--threads 2]
+//! cargo run --release --example broadcast -- --port 9002 --max-users 10000 [--threads 2] [--max-memory BYTES]
 //! ```
 //!
 //! Connect two clients (e.g. `python3 -m websockets ws://127.0.0.1:9002/` in two terminals) and type in one.
@@ -73,6 +73,7 @@ fn main() {
     // zlib state between messages (`--deflate-dedicated KIB` keeps it, for comparison).
     let config = Config::default()
         .max_users(args.max_users)
+        .max_memory(args.max_memory)
         .deflate(args.deflate());
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =

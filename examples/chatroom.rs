@@ -1,7 +1,7 @@
 //! The chatroom of the PHP tutorial, made real: a browser page and a broadcast room on one port.
 //!
 //! ```text
-//! cargo run --example chatroom -- --port 8080 --max-users 100 --max-message 65536 --threads 1
+//! cargo run --example chatroom -- --port 8080 --max-users 100 --max-message 65536 --threads 1 [--max-memory BYTES]
 //! cargo run --example chatroom --features redis -- --redis redis://127.0.0.1:6379 --port 8081
 //! ```
 //!
@@ -175,6 +175,7 @@ fn main() {
     // Every browser offers permessage-deflate (RFC 7692); chat's JSON shrinks well. `--no-deflate` declines it.
     let config = Config::default()
         .max_users(args.max_users)
+        .max_memory(args.max_memory)
         .max_message(args.max_message)
         .deflate(args.deflate());
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).

@@ -3,7 +3,7 @@
 //! This is the server the Autobahn Testsuite and the load tests talk to. Run it with
 //!
 //! ```text
-//! cargo run --release --example echo -- --port 9001 --max-users 10000 [--threads 2] [--deflate]
+//! cargo run --release --example echo -- --port 9001 --max-users 10000 [--threads 2] [--deflate] [--max-memory BYTES]
 //! ```
 //!
 //! and try it from another terminal with any WebSocket client, e.g. `python3 -m websockets ws://127.0.0.1:9001/`.
@@ -31,6 +31,7 @@ fn main() {
     // zlib state between messages (`--deflate-dedicated KIB` keeps it, for comparison).
     let config = Config::default()
         .max_users(args.max_users)
+        .max_memory(args.max_memory)
         .deflate(args.deflate());
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =

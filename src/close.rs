@@ -62,7 +62,7 @@ impl CloseCode {
     }
 
     /// The number on the wire.
-    pub fn get(self) -> u16 {
+    pub const fn get(self) -> u16 {
         self.0
     }
 }
@@ -94,6 +94,9 @@ pub enum ClosedBy {
     Error,
     /// The peer did not keep up with what it is sent (close 1008, `Config::max_buffered`).
     SlowReader,
+    /// The server's memory budget (`Config::max_memory`) was reached, and this connection held the most: close
+    /// 1009 if what it held was a message arriving, 1008 if it was what it had not read.
+    OverBudget,
     /// A timeout: a message still arriving after `Config::message_timeout` (close 1008), or no answer to the idle
     /// ping (the connection is dropped, no code).
     Timeout,

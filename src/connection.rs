@@ -106,6 +106,7 @@ fn recycle_outbox(mut out: Box<Outbox>) {
     out.pos = 0;
     out.buffered = 0;
     out.data_queued = 0;
+    out.counted = 0;
     let _ = SPARE.try_with(|spare| {
         let queues = &mut spare.borrow_mut().queues;
         if queues.len() < SPARE_QUEUES {
@@ -280,6 +281,9 @@ struct Outbox {
     buffered: usize,
     /// Full length of every queued data (not `Control`) chunk, the front one included.
     data_queued: usize,
+    /// What the loop's memory budget last counted of this queue (`buffered` after the last write attempt). Kept
+    /// here, not in the connection: a queue only exists while something is queued, and before then nothing is counted.
+    counted: usize,
 }
 
 /// The application's data of one connection, of its own type.
@@ -306,6 +310,9 @@ pub(crate) struct Connection {
     pub is_read_eof: bool,
     /// What has arrived of a request head, a frame or a message, and not all of it yet.
     pub inbound: Inbound,
+    /// What the loop's memory budget last counted of the message arriving ([`Inbound::held`]), as it stood after
+    /// the last `receive` (or when the message was dropped).
+    pub held_in: usize,
     /// When the timer of this connection fires (handshake, idle or close timeout), if one is armed.
     pub deadline: Option<Instant>,
     /// When the peer last sent anything.
@@ -342,6 +349,7 @@ impl Connection {
             is_write_shut: false,
             is_read_eof: false,
             inbound: Inbound::new(max_message),
+            held_in: 0,
             deadline: None,
             last_seen: now,
             message_since: None,
@@ -361,6 +369,21 @@ impl Connection {
     /// Bytes queued and not yet written.
     pub fn buffered(&self) -> usize {
         self.out.as_ref().map_or(0, |out| out.buffered)
+    }
+
+    /// What the loop's memory budget last counted of the queue: what was still queued after the last write attempt
+    /// (0 while nothing is queued).
+    pub fn counted_out(&self) -> usize {
+        self.out.as_ref().map_or(0, |out| out.counted)
+    }
+
+    /// Records what the memory budget now counts of the queue: `buffered()`, just after a write attempt (or after
+    /// unsent data was discarded). With nothing queued there is nothing to record: the queue, and its count, are gone.
+    pub fn set_counted_out(&mut self, counted: usize) {
+        match self.out.as_deref_mut() {
+            Some(out) => out.counted = counted,
+            None => debug_assert_eq!(counted, 0, "counted bytes of a queue that does not exist"),
+        }
     }
 
     /// Reads once into `buf`. Unlike the PHP version's single 1024-byte `socket_recv`, the server calls this until
@@ -604,15 +627,17 @@ mod tests {
 
     /// Guards the idle memory budget: a server holds one `Connection` per client in its slab, busy or idle, so every
     /// byte here is about 10 KB per 10,000 idle connections. Rarely used state belongs out of line (as the queue
-    /// and the fragment state are). The figure is 192 bytes where mio's `TcpStream` is a bare 4-byte descriptor
-    /// (release builds), 200 with the 16-byte one of debug builds, which adds a selector id; 8 of them are the
-    /// pointer to the permessage-deflate session, whatever the session holds, and 8 the application's data's.
+    /// and the fragment state are). The figure is 200 bytes where mio's `TcpStream` is a bare 4-byte descriptor
+    /// (release builds), 208 with the 16-byte one of debug builds, which adds a selector id; 8 of them are the
+    /// pointer to the permessage-deflate session, whatever the session holds, 8 the application's data's, and 8 the
+    /// count the loop's memory budget keeps of a message arriving (`held_in`: it must be known without looking at
+    /// the buffers it counts, which change before it is updated; the count of the outbound queue lives in the queue).
     #[test]
     fn a_connection_stays_within_the_idle_memory_budget() {
         let budget = if std::mem::size_of::<TcpStream>() > 4 {
-            200
+            208
         } else {
-            192
+            200
         };
         let size = std::mem::size_of::<Connection>();
         assert!(size <= budget, "Connection is {size} bytes, over {budget}");

@@ -327,7 +327,8 @@ impl Handle<'_> {
         self.timers.cancel(timer)
     }
 
-    /// What this loop has done so far: connections accepted, handshakes, slow readers dropped, the largest queue.
+    /// What this loop has done so far: connections accepted, handshakes, slow readers dropped, connections closed
+    /// over the memory budget, the largest queue.
     pub fn stats(&self) -> Stats {
         self.stats
     }

@@ -88,6 +88,13 @@ impl Inbound {
         self.buf.len()
     }
 
+    /// The memory what has arrived takes: the buffer's capacity and the fragments' ([`Assembler::held`]). What the
+    /// server's memory budget counts of a message arriving.
+    #[inline]
+    pub fn held(&self) -> usize {
+        self.buf.capacity() + self.assembler.held()
+    }
+
     /// Drops whatever arrived of a frame and of a message, and the buffers that held it: for a message that took
     /// too long, or a connection that will decode nothing more.
     pub fn reset(&mut self) {

@@ -58,7 +58,7 @@ impl Loops {
             .into_iter()
             .enumerate()
             .map(|(i, (poll, listener))| {
-                Server::new(poll, listener, config.clone(), bus.clone(), i)
+                Server::new(poll, listener, config.clone(), bus.clone(), i, threads)
             })
             .collect();
         Ok(Loops { servers, bus })

@@ -106,6 +106,16 @@ impl Assembler {
         self.open().is_some()
     }
 
+    /// The memory the fragments of the message in progress take: their buffers' capacity. Zero unless a fragmented
+    /// (or compressed) message is in progress or was just delivered and not yet released. What the server's memory
+    /// budget counts of the assembler ([`Config::max_memory`](crate::Config::max_memory)).
+    #[inline]
+    pub fn held(&self) -> usize {
+        self.partial.as_ref().map_or(0, |partial| {
+            partial.buf.capacity() + partial.text.capacity()
+        })
+    }
+
     /// The data type of the fragmented message in progress, if any.
     #[inline]
     fn open(&self) -> Option<OpCode> {
@@ -748,15 +758,25 @@ mod tests {
         let mut a = Assembler::new(1024);
         a.push(frame(true, OpCode::Text, b"whole")).unwrap();
         assert!(a.partial.is_none(), "a message in one frame needs no state");
+        assert_eq!(a.held(), 0);
         a.push(frame(false, OpCode::Text, b"h\xc3")).unwrap();
         a.release();
         assert!(a.partial.is_some(), "kept while the message is open");
+        assert!(
+            a.held() >= 1,
+            "the memory budget sees what the fragments hold"
+        );
         assert_eq!(
             a.push(frame(true, OpCode::Continuation, b"\xa9!")),
             Ok(Some(Event::Message(Message::Text("hé!"))))
         );
         a.release();
         assert!(a.partial.is_none(), "freed once the message is delivered");
+        assert_eq!(a.held(), 0);
+        a.push(frame(false, OpCode::Binary, &[7; 300])).unwrap();
+        assert!(a.held() >= 300);
+        a.clear();
+        assert_eq!(a.held(), 0, "a message dropped holds nothing");
         assert_eq!(std::mem::size_of::<Assembler>(), 16);
     }
 

@@ -4,7 +4,8 @@
 //! `while(TRUE)` around `socket_select`. Here one [`mio::Poll`] watches the listener (token [`LISTENER`]) and every
 //! accepted socket (token = its key in the connection slab). Only this module and `connection.rs` touch sockets.
 //! The loop's steps are here, in the PHP file's order; what is written out (queues, broadcast, slow readers) is in
-//! `server/outbound.rs`, the deadlines in `server/timers.rs`, the settings in `server/config.rs`.
+//! `server/outbound.rs`, the deadlines in `server/timers.rs`, the settings in `server/config.rs`, the memory budget
+//! in `server/budget.rs`.
 //!
 //! Unlike `socket_select`, mio is edge-triggered: it reports a socket when it *becomes* ready, not while it stays
 //! ready. So the loop accepts until `WouldBlock`, reads until `WouldBlock`, and keeps whatever a write could not
@@ -39,6 +40,7 @@ use crate::remote::Remote;
 use crate::topics::Topics;
 use crate::Status;
 
+mod budget;
 mod config;
 mod deflate;
 mod inbox;
@@ -105,6 +107,8 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     stopping_since: Option<Instant>,
     stats: Stats,
+    /// What this loop's connections hold, against its share of `Config::max_memory`.
+    memory: budget::Memory,
 }
 
 impl Server {
@@ -126,17 +130,19 @@ impl Server {
         let addr = resolve(addr)?;
         let (poll, listener, waker) = open(addr, config.backlog, false)?;
         let bus = Arc::new(Bus::new(vec![waker], config.remote_queue));
-        Ok(Server::new(poll, listener, config, bus, 0))
+        Ok(Server::new(poll, listener, config, bus, 0, 1))
     }
 
-    /// One loop of a server: its poll and listener, and the bus it shares with the others.
+    /// One loop of `loops` of a server: its poll and listener, and the bus it shares with the others.
     pub(crate) fn new(
         poll: Poll,
         listener: TcpListener,
         config: Config,
         bus: Arc<Bus>,
         loop_index: usize,
+        loops: usize,
     ) -> Server {
+        let memory = budget::Memory::new(config.max_memory / loops.max(1));
         let limits = Limits {
             max_payload: config.max_message as u64,
             require_mask: true,
@@ -168,6 +174,7 @@ impl Server {
             accept_paused_until: None,
             stopping_since: None,
             stats: Stats::default(),
+            memory,
         }
     }
 
@@ -250,11 +257,12 @@ impl Server {
             }
         }
         info!(
-            "stopped: {} accepted, {} handshakes, {} dropped as too slow, {} closed at accept (max_pending), \
-             peak of {} bytes queued for one connection",
+            "stopped: {} accepted, {} handshakes, {} dropped as too slow, {} closed over the memory budget, \
+             {} closed at accept (max_pending), peak of {} bytes queued for one connection",
             self.stats.accepted,
             self.stats.handshakes,
             self.stats.dropped_slow,
+            self.stats.over_budget,
             self.stats.shed,
             self.stats.peak_buffered
         );
@@ -434,6 +442,11 @@ impl Server {
         }
         conn.inbound = inbound;
         self.watch_message(key);
+        // The memory budget: a message arriving may have grown (or ended). For a short message decoded from
+        // `scratch`, nothing changed, and this is one compare.
+        if self.count_inbound(key) {
+            self.enforce_budget(handler);
+        }
         true
     }
 
@@ -758,6 +771,7 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.uncount(conn.held_in, conn.counted_out());
         debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());
         if conn.is_open() {
             self.leave(key);

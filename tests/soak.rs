@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Some tests need the server in a process of its own, to give it its own file-descriptor limit or to measure its
-//! memory without the clients': they run this test binary again, where [`child_server_process`] serves.
+//! memory without the clients': they run this test binary again, where [`child_server_process`] serves
+//! (`common::process::ChildServer`).
 //! Tests here count the process's open files and its memory, so they take turns (see [`serial`]). They read
 //! `/proc`, so they are Linux-only.
 #![cfg(target_os = "linux")]
@@ -19,15 +20,15 @@ mod common;
 
 use std::env;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::io::AsRawFd;
-use std::process::{self, Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex, MutexGuard};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::process::{announce_child, rss_kib, ChildServer};
 use common::{connect_raw, masked, request, still_serves, Echo, TIMEOUT};
 use wsloop::frame::{self, Limits, OpCode};
 use wsloop::{
@@ -38,10 +39,6 @@ use wsloop::{
 const CHILD_APP: &str = "WSLOOP_SOAK_CHILD";
 /// If set in a child, its soft `RLIMIT_NOFILE`.
 const CHILD_NOFILE: &str = "WSLOOP_SOAK_NOFILE";
-/// The line a child prints once it listens, followed by its address.
-const LISTENING: &str = "wsloop-soak listening on ";
-/// A child that is somehow left behind exits after this long.
-const CHILD_LIFETIME: Duration = Duration::from_secs(300);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The applications.
@@ -91,16 +88,6 @@ fn open_fds(pid: &str) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("/proc/<pid>/fd is readable")
         .count()
-}
-
-/// Resident memory of a process in KiB (`VmRSS` in `/proc/<pid>/status`).
-fn rss_kib(pid: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line")
 }
 
 /// User plus system CPU time of a process, in seconds (fields 14 and 15 of `/proc/<pid>/stat`).
@@ -318,8 +305,8 @@ fn parse_chat_line(payload: &[u8]) -> (usize, usize) {
 /// The server side of the tests that run this binary again: not a test of its own (ignored, so that no test run
 /// takes it for one), and it does nothing unless `WSLOOP_SOAK_CHILD` is set.
 ///
-/// The child serves until its stdin closes (when the test that started it ends, even by a panic) or
-/// `CHILD_LIFETIME` passes. It logs `RUST_LOG` to stderr.
+/// The child serves until its stdin closes (when the test that started it ends, even by a panic) or a few minutes
+/// pass (`common::process::announce_child`). It logs `RUST_LOG` to stderr.
 #[test]
 #[ignore = "the child half of the tests that run a server in a process of its own; they start it themselves"]
 fn child_server_process() {
@@ -332,16 +319,7 @@ fn child_server_process() {
     let _ = env_logger::Builder::from_default_env().try_init();
     let config = Config::default().max_users(100_000);
     let server = Server::bind("127.0.0.1:0", config).expect("bind 127.0.0.1:0");
-    println!("{LISTENING}{}", server.local_addr().unwrap());
-    io::stdout().flush().unwrap();
-    thread::spawn(|| {
-        let _ = io::copy(&mut io::stdin(), &mut io::sink());
-        process::exit(0);
-    });
-    thread::spawn(|| {
-        thread::sleep(CHILD_LIFETIME);
-        process::exit(3);
-    });
+    announce_child(&server);
     match app.as_str() {
         "echo" => server.run(Echo),
         "broadcast" => server.run(Broadcast),
@@ -350,96 +328,13 @@ fn child_server_process() {
     .expect("the loop must not fail");
 }
 
-/// A server in a child process; killed on drop.
-struct ChildServer {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    _stdin: ChildStdin,
-}
-
-impl ChildServer {
-    /// Starts `app` (`echo` or `broadcast`) in a child process, with a soft file limit of `nofile` if given.
-    fn start(app: &str, nofile: Option<u64>) -> ChildServer {
-        let exe = env::current_exe().expect("the test binary's path");
-        let mut command = Command::new(exe);
-        command
-            .args([
-                "--exact",
-                "child_server_process",
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_APP, app)
-            .env("RUST_LOG", "wsloop=warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(nofile) = nofile {
-            command.env(CHILD_NOFILE, nofile.to_string());
-        }
-        let mut child = command.spawn().expect("start the child server");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        // libtest prints around our line; keep reading all of it, so the child never blocks on a full pipe.
-        let (found, address) = mpsc::channel();
-        thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if let Some((_, addr)) = line.split_once(LISTENING) {
-                    let _ = found.send(addr.trim().parse::<SocketAddr>().expect("an address"));
-                }
-            }
-        });
-        let addr = match address.recv_timeout(TIMEOUT) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the child server did not start; its log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        ChildServer {
-            child,
-            addr,
-            log,
-            _stdin: stdin,
-        }
+/// Starts `app` (`echo` or `broadcast`) in a child process, with a soft file limit of `nofile` if given.
+fn start_child(app: &str, nofile: Option<u64>) -> ChildServer {
+    let mut vars = vec![(CHILD_APP, app.to_string())];
+    if let Some(nofile) = nofile {
+        vars.push((CHILD_NOFILE, nofile.to_string()));
     }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("the server exited with {status}; its log:\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ChildServer::start("child_server_process", &vars)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -801,7 +696,7 @@ fn out_of_file_descriptors_the_loop_backs_off_and_keeps_serving() {
     let _serial = serial();
     const NOFILE: u64 = 64;
     const EXTRA: usize = 120;
-    let mut server = ChildServer::start("echo", Some(NOFILE));
+    let mut server = start_child("echo", Some(NOFILE));
     let addr = server.addr;
     let pid = server.pid();
     let mut keeper = Peer::connect(addr);
@@ -828,9 +723,9 @@ fn out_of_file_descriptors_the_loop_backs_off_and_keeps_serving() {
     );
 
     let window = Duration::from_secs(2);
-    let cpu_before = cpu_seconds(server.child.id());
+    let cpu_before = cpu_seconds(server.id());
     thread::sleep(window);
-    let cpu = (cpu_seconds(server.child.id()) - cpu_before) / window.as_secs_f64();
+    let cpu = (cpu_seconds(server.id()) - cpu_before) / window.as_secs_f64();
     server.assert_running();
     println!(
         "out of descriptors: {} open, server CPU {:.1}% of a core over {window:?}",
@@ -899,7 +794,7 @@ fn ten_thousand_connections_all_receive_one_broadcast() {
         println!("\nskipped: {why}");
         return;
     }
-    let server = ChildServer::start("broadcast", None);
+    let server = start_child("broadcast", None);
     let addr = server.addr;
     let pid = server.pid();
     thread::sleep(Duration::from_millis(100));

@@ -1,5 +1,6 @@
-//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--threads`, `--deflate` (on in
-//! the chatroom, which takes `--no-deflate` instead) and, for the chatroom, `--max-message` and `--redis`.
+//! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--max-memory`, `--threads`,
+//! `--deflate` (on in the chatroom, which takes `--no-deflate` instead) and, for the chatroom, `--max-message` and
+//! `--redis`.
 
 use std::process::exit;
 
@@ -9,6 +10,8 @@ pub struct Args {
     pub port: u16,
     pub max_users: usize,
     pub max_message: usize,
+    /// `--max-memory BYTES`: the server's memory budget (`Config::max_memory`), shared among the loops.
+    pub max_memory: usize,
     /// Loops, each on its own thread (`wsloop::Loops`); 1 runs the one loop on the main thread.
     pub threads: usize,
     /// The Redis that joins this node to others (`--redis redis://HOST:PORT`), if any.
@@ -43,6 +46,7 @@ impl Args {
             port,
             max_users,
             max_message,
+            max_memory: wsloop::Config::default().max_memory,
             threads: 1,
             redis: None,
             redis_maxlen: None,
@@ -57,8 +61,9 @@ impl Args {
 /// adds `--max-message` and `--redis`.
 pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
     let usage = format!(
-        "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--threads N] {}{}\n\
-         defaults: --host {} --port {} --max-users {} --threads {}{}",
+        "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--max-memory BYTES] \
+         [--threads N] {}{}\n\
+         defaults: --host {} --port {} --max-users {} --max-memory {} --threads {}{}",
         if is_chatroom { "[--no-deflate]" } else { "[--deflate | --deflate-dedicated KIB]" },
         if is_chatroom {
             " [--max-message BYTES] [--redis redis://HOST:PORT [--redis-maxlen N] [--redis-pending N]]"
@@ -68,6 +73,7 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
         defaults.host,
         defaults.port,
         defaults.max_users,
+        defaults.max_memory,
         defaults.threads,
         if is_chatroom {
             format!(" --max-message {} (no Redis)", defaults.max_message)
@@ -96,7 +102,14 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             args.deflate = !is_chatroom;
             continue;
         }
-        let known = ["--host", "--port", "--max-users", "--threads"].contains(&flag.as_str())
+        let known = [
+            "--host",
+            "--port",
+            "--max-users",
+            "--max-memory",
+            "--threads",
+        ]
+        .contains(&flag.as_str())
             || (!is_chatroom && flag == "--deflate-dedicated")
             || (is_chatroom
                 && [
@@ -116,6 +129,9 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             "--host" => args.host = value.clone(),
             "--port" => args.port = number(&flag, &value).unwrap_or_else(|why| fail(why)),
             "--max-users" => args.max_users = number(&flag, &value).unwrap_or_else(|why| fail(why)),
+            "--max-memory" => {
+                args.max_memory = number(&flag, &value).unwrap_or_else(|why| fail(why))
+            }
             "--threads" => match number(&flag, &value) {
                 Ok(n) if (1..=256).contains(&n) => args.threads = n,
                 _ => fail(format!("--threads takes 1 to 256, not {value:?}")),

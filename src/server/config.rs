@@ -37,6 +37,14 @@ pub struct Config {
     /// then gets close 1008. Without it, a peer could hold up to `max_message` bytes of the server's memory for as
     /// long as it liked by sending one more byte now and then. `None` turns it off.
     pub message_timeout: Option<Duration>,
+    /// The memory budget, in bytes, for what connections hold beyond their fixed size: what has arrived of messages
+    /// not yet whole (read buffers and fragments joined so far, counted by capacity) and data still queued for a
+    /// peer once its socket has taken all it can (a frame broadcast to many is counted once per queue it waits in).
+    /// Set it to what the machine can spare for the server. Over it, the connections holding the most are closed
+    /// until the total is back under it (never one holding less than 64 KiB): close 1009 for one whose bulk is a
+    /// message arriving (dropped at once), 1008 for one whose bulk is what it has not read (a slow reader). With
+    /// several loops ([`Loops`](crate::Loops)) each loop keeps its own count, and gets `max_memory / loops` of it.
+    pub max_memory: usize,
     /// How long a closing connection may take to finish the closing handshake before its socket is dropped.
     pub close_timeout: Duration,
     /// Connections that have not completed their handshake (or are closing) at most; a connection accepted past it
@@ -68,6 +76,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(30)),
             message_timeout: Some(Duration::from_secs(60)),
+            max_memory: 1 << 30,
             close_timeout: Duration::from_secs(5),
             max_pending: 1024,
             backlog: 1024,
@@ -151,6 +160,12 @@ impl Config {
         self
     }
 
+    /// Sets [`Config::max_memory`].
+    pub fn max_memory(mut self, max_memory: usize) -> Config {
+        self.max_memory = max_memory;
+        self
+    }
+
     /// Sets [`Config::deflate`].
     pub fn deflate(mut self, deflate: Option<crate::deflate::Deflate>) -> Config {
         self.deflate = deflate;
@@ -168,6 +183,8 @@ pub struct Stats {
     pub handshakes: u64,
     /// Connections dropped because their outbound buffer overflowed.
     pub dropped_slow: u64,
+    /// Connections closed because the loop held more than its share of `max_memory` and they held the most.
+    pub over_budget: u64,
     /// Connections closed right after `accept` because `max_pending` were already waiting.
     pub shed: u64,
     /// The most bytes any one connection had queued.

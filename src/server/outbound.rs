@@ -126,6 +126,8 @@ impl Server {
         }
         let queued = conn.buffered();
         let dropped = conn.discard_unsent();
+        self.recount_outbound(key); // so that the memory budget does not close another for what this one held
+        let conn = &self.conns[key];
         self.stats.dropped_slow += 1;
         warn!(
             "{} reads too slowly: {queued} bytes queued (limit {}); dropping {dropped} unsent bytes and closing \
@@ -157,7 +159,16 @@ impl Server {
                 if conn.is_write_shut {
                     continue;
                 }
-                match conn.write_pending() {
+                let counted = conn.counted_out();
+                let written = conn.write_pending();
+                // The memory budget counts what is still queued after a write attempt. A short message written at
+                // once leaves nothing, as nothing was counted before: one compare.
+                let queued = conn.buffered();
+                let is_over_budget = queued != counted && {
+                    conn.set_counted_out(queued);
+                    self.memory.change(counted, queued)
+                };
+                match written {
                     Ok(true) if conn.closing == Some(Closing::Done) && conn.is_read_eof => {
                         debug!(
                             "{} last bytes written to a peer that already hung up",
@@ -180,6 +191,9 @@ impl Server {
                         debug!("{} write failed: {e}", conn.id);
                         self.close(handler, key, End::DROPPED);
                     }
+                }
+                if is_over_budget {
+                    self.enforce_budget(handler); // the closes it queues are flushed by this same loop
                 }
             }
             self.spare_dirty = batch;

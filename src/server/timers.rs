@@ -132,6 +132,7 @@ impl Server {
             debug!("{id} began a message {:?} ago", self.now - since);
             conn.inbound.reset();
             conn.message_since = None;
+            self.count_inbound(key); // down, never over the budget
             return self.fail(handler, key, FrameError::MessageTimeout(limit));
         }
         let message_due = message_due.map(|(since, limit)| since + limit);

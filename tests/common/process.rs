@@ -1,14 +1,24 @@
+//! Servers in processes of their own.
+//!
 //! An example run as a real process, as `tests/chatroom.rs` runs it: built next to the test binary, started on port
 //! 0, its address read from the first line it prints, its output kept for a failure message, killed on drop.
+//!
+//! And a server run by the test binary itself, in a child process ([`ChildServer`]), as `tests/soak.rs` and
+//! `tests/memory_budget.rs` run one to give it limits of its own or to measure its memory without the clients': the
+//! child runs one `#[ignore]`d test of the binary, which serves when an environment variable tells it to.
 
-use std::io::{BufRead, BufReader, Read};
+use std::env;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{self, Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use wsloop::Server;
 
 use super::TIMEOUT;
 
@@ -211,4 +221,139 @@ pub fn written_by_thread(pid: u32) -> Vec<(u32, String, u64)> {
         threads.push((tid, name.trim().to_string(), wchar));
     }
     threads
+}
+
+/// The line a [`ChildServer`] prints once it listens, followed by its address.
+const CHILD_LISTENING: &str = "wsloop-child listening on ";
+/// A child that is somehow left behind exits after this long.
+const CHILD_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The child's half of a [`ChildServer`], called by the test it runs, before `server.run`: prints the address for
+/// the parent, and ends the process when its stdin closes (when the test that started it ends, even by a panic) or
+/// when `CHILD_LIFETIME` passes.
+pub fn announce_child(server: &Server) {
+    println!(
+        "{CHILD_LISTENING}{}",
+        server
+            .local_addr()
+            .expect("a bound listener has an address")
+    );
+    io::stdout().flush().expect("flush stdout");
+    thread::spawn(|| {
+        let _ = io::copy(&mut io::stdin(), &mut io::sink());
+        process::exit(0);
+    });
+    thread::spawn(|| {
+        thread::sleep(CHILD_LIFETIME);
+        process::exit(3);
+    });
+}
+
+/// A server in a child process: this test binary run again, for the one test `child_test` (which calls
+/// [`announce_child`] and serves), with the variables `vars` set. Logs at `RUST_LOG=wsloop=warn` to its stderr, which
+/// is kept ([`ChildServer::log`]). Killed on drop.
+pub struct ChildServer {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _stdin: ChildStdin,
+}
+
+impl ChildServer {
+    pub fn start(child_test: &str, vars: &[(&str, String)]) -> ChildServer {
+        let exe = env::current_exe().expect("the test binary's path");
+        let mut command = Command::new(exe);
+        command
+            .args([
+                "--exact",
+                child_test,
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RUST_LOG", "wsloop=warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start the child server");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        // libtest prints around our line; keep reading all of it, so the child never blocks on a full pipe.
+        let (found, address) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some((_, addr)) = line.split_once(CHILD_LISTENING) {
+                    let _ = found.send(addr.trim().parse::<SocketAddr>().expect("an address"));
+                }
+            }
+        });
+        let addr = match address.recv_timeout(TIMEOUT) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the child server did not start; its log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        ChildServer {
+            child,
+            addr,
+            log,
+            _stdin: stdin,
+        }
+    }
+
+    /// The process id, for `/proc/<pid>/...`.
+    pub fn pid(&self) -> String {
+        self.id().to_string()
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the child has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("the server exited with {status}; its log:\n{}", self.log());
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process in KiB (`VmRSS` in `/proc/<pid>/status`; `"self"` for this one). Linux only.
+pub fn rss_kib(pid: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
 }
