@@ -5,15 +5,22 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use common::{
-    connect_raw, echo, handshaken, masked, read_close, read_frame, read_response, request,
+    connect_raw, echo, handshaken, masked, read_close, read_frame, read_response, request, TIMEOUT,
 };
 use wsloop::frame::OpCode;
 use wsloop::handshake::{HttpResponse, Request};
 use wsloop::{Closed, Config, ConnId, Context, Handle, Handler, Message};
+
+/// A config whose close timeout leaves a large reply to a closing peer all the time a slow machine takes to write it
+/// out (the default, 5 s, is plenty for loopback only while nothing else runs).
+fn roomy_close() -> Config {
+    Config::default().close_timeout(Duration::from_secs(60))
+}
 
 #[test]
 fn a_close_then_a_half_close_still_gets_the_close_reply() {
@@ -147,7 +154,9 @@ impl Handler for Flood {
 
 #[test]
 fn each_slow_reader_is_dropped_once_with_1008() {
-    let config = Config::default().max_buffered(64 << 10);
+    // Each dropped peer's close frame waits behind a full socket until the test reads that peer, one after another:
+    // the close timeout must outlast all three.
+    let config = roomy_close().max_buffered(64 << 10);
     let server = common::start(config, Flood::default());
     // Three clients that read nothing while they are flooded: each overflows; each drop's close callback
     // broadcasts to the others, which must not drop (or count) them a second time.
@@ -173,41 +182,79 @@ fn each_slow_reader_is_dropped_once_with_1008() {
     }
 }
 
-/// Long enough for the server to see the request and the FIN before the client reads anything.
-const LET_THE_SERVER_SEE_THE_FIN: Duration = Duration::from_millis(300);
+/// A round trip through the loop on another client: once its echo is back, the server has been back to `poll`
+/// at least once since this was called, and has handled whatever that turn reported (a FIN, say) before it wrote.
+fn a_turn_of_the_loop(other: &mut common::Client) {
+    common::say(other, "one turn");
+    assert_eq!(common::text(other), "one turn");
+}
+
+/// Echoes, and reports each close callback (the server has read the peer's close frame, or dropped the peer).
+struct EchoReportingCloses(mpsc::Sender<u16>);
+
+impl Handler for EchoReportingCloses {
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        ws.send(id, msg);
+    }
+
+    fn close(&mut self, _ws: &mut Handle<'_>, _id: ConnId, closed: Closed<'_>) {
+        let _ = self.0.send(closed.status());
+    }
+}
 
 #[test]
 fn a_large_echo_then_a_close_then_a_half_close_gets_the_echo_and_the_close_reply() {
-    let server = echo();
+    let (closes, closed) = mpsc::channel();
+    let server = common::start(roomy_close(), EchoReportingCloses(closes));
     let mut stream = handshaken(server.addr);
+    let mut other = common::client(server.addr);
     let mut bytes = masked(true, OpCode::Binary, &vec![7u8; 8 << 20]);
     bytes.extend(masked(true, OpCode::Close, &1000u16.to_be_bytes()));
     stream.write_all(&bytes).unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
-    thread::sleep(LET_THE_SERVER_SEE_THE_FIN);
+    // The client reads nothing until the server has read the close frame, and so has the echo queued (far more of
+    // it than the sockets hold), and then has had a turn more for the FIN right behind it.
+    assert_eq!(
+        closed.recv_timeout(TIMEOUT),
+        Ok(1000),
+        "the server read the close frame"
+    );
+    a_turn_of_the_loop(&mut other);
     let (_, opcode, payload) = read_frame(&mut stream).expect("the whole echo");
     assert_eq!((opcode, payload.len()), (OpCode::Binary, 8 << 20));
     assert_eq!(read_close(&mut stream), Some(1000));
 }
 
-/// Serves a page larger than what one write to a socket takes.
-struct BigPage;
+/// Serves a page larger than what one write to a socket takes, and reports each request it answers; echoes.
+struct BigPage(mpsc::Sender<()>);
 
 impl Handler for BigPage {
     fn http(&mut self, _req: &Request<'_>) -> Option<HttpResponse> {
+        let _ = self.0.send(());
         Some(HttpResponse::new(200, "text/plain", vec![b'a'; 32 << 20]))
+    }
+
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        ws.send(id, msg);
     }
 }
 
 #[test]
 fn a_plain_get_then_a_half_close_gets_a_large_response_whole() {
-    let server = common::start(Config::default(), BigPage);
+    let (requests, requested) = mpsc::channel();
+    let server = common::start(roomy_close(), BigPage(requests));
+    let mut other = common::client(server.addr);
     let mut stream = connect_raw(server.addr);
     stream
         .write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
         .unwrap();
     stream.shutdown(Shutdown::Write).unwrap();
-    thread::sleep(LET_THE_SERVER_SEE_THE_FIN);
+    // The client reads nothing until the server has read the request, and so has the page queued (far more of it
+    // than the sockets hold), and then has had a turn more for the FIN right behind it.
+    requested
+        .recv_timeout(TIMEOUT)
+        .expect("the server read the request");
+    a_turn_of_the_loop(&mut other);
     let mut all = Vec::new();
     let _ = stream.read_to_end(&mut all);
     let head_end = all
@@ -218,26 +265,42 @@ fn a_plain_get_then_a_half_close_gets_a_large_response_whole() {
     assert_eq!(all.len() - head_end, 32 << 20, "the body was cut short");
 }
 
+/// Echoes everything but the text "all sent", which it reports instead: the server has handled everything its
+/// sender sent before it.
+struct EchoReportingMarks(mpsc::Sender<()>);
+
+impl Handler for EchoReportingMarks {
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        if msg == Message::Text("all sent") {
+            let _ = self.0.send(());
+        } else {
+            ws.send(id, msg);
+        }
+    }
+}
+
 /// A peer that pings without reading, behind an echo its socket cannot take: its pongs are replaced by newer ones
 /// instead of piling up (RFC 6455 §5.5.3), so the loop stays quick for everyone else; when it reads at last, it
 /// gets the echo, a bounded number of pongs in order, and the answer to its last ping.
 #[test]
 fn a_ping_flood_from_a_peer_that_does_not_read_stays_bounded_and_the_last_ping_is_answered() {
     const PINGS: u32 = 300_000;
-    let server = echo();
+    // How long the flooder waits for the server to get through them all, or for any one frame.
+    const PATIENCE: Duration = Duration::from_secs(20);
+    let (marks, marked) = mpsc::channel();
+    let server = common::start(Config::default(), EchoReportingMarks(marks));
     let mut flooder = handshaken(server.addr);
-    flooder
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    flooder.set_read_timeout(Some(PATIENCE)).unwrap();
     let echo_len = 8 << 20;
     flooder
         .write_all(&masked(true, OpCode::Binary, &vec![5u8; echo_len]))
         .unwrap();
     let mut writer = flooder.try_clone().unwrap();
     let pinging = thread::spawn(move || {
-        let pings: Vec<u8> = (0..PINGS)
+        let mut pings: Vec<u8> = (0..PINGS)
             .flat_map(|i| masked(true, OpCode::Ping, &i.to_be_bytes()))
             .collect();
+        pings.extend(masked(true, OpCode::Text, b"all sent"));
         writer.write_all(&pings).unwrap();
     });
     // Meanwhile the others are served.
@@ -250,7 +313,11 @@ fn a_ping_flood_from_a_peer_that_does_not_read_stays_bounded_and_the_last_ping_i
         tungstenite::Message::text("still quick")
     );
     pinging.join().unwrap();
-    thread::sleep(Duration::from_millis(200));
+    // The flooder reads nothing until the server has handled every ping: were it still at them, each pong would
+    // go out as fast as the flooder reads, and the count of pongs would say nothing.
+    marked
+        .recv_timeout(PATIENCE)
+        .expect("the server handled every ping");
 
     let (mut echoed, mut pongs) = (false, Vec::new());
     while pongs.last() != Some(&(PINGS - 1)) {

@@ -217,7 +217,12 @@ fn every_fires_again_and_again_until_cancelled() {
 fn a_repeating_timer_can_cancel_itself_from_its_own_callback() {
     let (_server, mut ws, reports) = clock();
     assert_eq!(ask(&mut ws, "every-n:10:8:3"), "set:8");
-    assert_eq!(until_sentinel(&mut ws, &reports, 300), [8, 8, 8]);
+    // Its three calls first, however late the loop comes to them; then nothing before a later timer, though a
+    // fourth call would have been due long before it.
+    for _ in 0..3 {
+        assert_eq!(next(&reports).token, 8);
+    }
+    assert_eq!(until_sentinel(&mut ws, &reports, 100), Vec::<u64>::new());
 }
 
 #[test]
