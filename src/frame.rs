@@ -48,10 +48,12 @@ pub const LEN64_MARKER: u8 = 127;
 /// The longest header: 2 bytes, an 8-byte length and a 4-byte masking key.
 pub const MAX_HEADER_LEN: usize = 14;
 
-/// A payload the application hands over ([`crate::Outgoing`]) of at least this many bytes is written from its own
-/// buffer, its header beside it in one `writev`, instead of being copied behind the header. Below it, copying the
-/// payload costs less than one more buffer for the kernel to walk.
-pub const WRITEV_MIN: usize = 1024;
+internal! {
+    /// A payload the application hands over ([`crate::Outgoing`]) of at least this many bytes is written from its
+    /// own buffer, its header beside it in one `writev`, instead of being copied behind the header. Below it, copying
+    /// the payload costs less than one more buffer for the kernel to walk.
+    pub const WRITEV_MIN: usize = 1024;
+}
 
 const FIN: u8 = 0x80;
 const RSV: u8 = 0x70;
@@ -170,7 +172,7 @@ pub struct Frame<'a> {
     /// The unmasked payload.
     pub payload: &'a [u8],
     /// For a masked text frame that is a whole message (FIN set): the payload as text, if it is valid UTF-8,
-    /// checked in the same pass that unmasked it (see [`utf8::unmask_text`]); the same bytes as `payload`. `None`
+    /// checked in the same pass that unmasked it (see `utf8::unmask_text`); the same bytes as `payload`. `None`
     /// for any other frame, and for invalid text: the assembler then checks the payload itself (and fails it with
     /// close code 1007).
     pub text: Option<&'a str>,
@@ -289,7 +291,7 @@ pub fn decode<'a>(
 
 /// The frame that `header` (read from the front of `buf`) begins, once `buf` holds all of it; `Partial` until then.
 /// Its payload is unmasked in place, all but the first `unmasked` bytes, which were unmasked already as they
-/// arrived ([`crate::message::Probe`]).
+/// arrived (`message::Probe`).
 #[inline]
 pub fn decode_body<'a>(
     buf: &'a mut [u8],
@@ -434,17 +436,14 @@ pub fn header_len(payload_len: usize, masked: bool) -> usize {
     2 + len_bytes + if masked { 4 } else { 0 }
 }
 
-/// A frame header on its own, for a payload written from where it already is (one `writev` of the header and the
-/// payload) instead of being copied behind it.
-///
-/// ```
-/// use wsloop::frame::{Head, OpCode};
-/// assert_eq!(Head::new(true, OpCode::Binary, 300).as_bytes(), [0x82, 126, 0x01, 0x2c]);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    bytes: [u8; MAX_HEADER_LEN],
-    len: u8,
+internal! {
+    /// A frame header on its own, for a payload written from where it already is (one `writev` of the header and the
+    /// payload) instead of being copied behind it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Head {
+        bytes: [u8; MAX_HEADER_LEN],
+        len: u8,
+    }
 }
 
 impl Head {
@@ -894,6 +893,23 @@ mod tests {
             mask_bytewise(&mut slow, key, 0);
             assert_eq!(fast, slow, "len {len}");
         }
+    }
+
+    #[test]
+    fn a_head_is_the_header_encode_writes() {
+        assert_eq!(
+            Head::new(true, OpCode::Binary, 300).as_bytes(),
+            [0x82, 126, 0x01, 0x2c]
+        );
+        for len in [0, 125, 126, 0xffff, 0x10000] {
+            let mut out = Vec::new();
+            encode(&mut out, false, OpCode::Text, &vec![0; len]);
+            let head = Head::new(false, OpCode::Text, len);
+            assert_eq!(head.as_bytes(), &out[..out.len() - len], "len {len}");
+            assert_eq!(head.as_bytes().len(), header_len(len, false));
+        }
+        assert_eq!(Head::compressed(OpCode::Text, 5).as_bytes(), [0xc1, 5]);
+        assert_eq!(Head::NONE.as_bytes(), []);
     }
 
     #[test]

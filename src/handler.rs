@@ -91,7 +91,7 @@ pub trait Handler {
 /// A message to send: borrowed, or owned and handed over.
 ///
 /// A borrowed message ([`Message`], `&str`, `&[u8]`) is copied into the queue behind its frame header. An owned one
-/// (`String`, `Vec<u8>`) of at least [`frame::WRITEV_MIN`] bytes is not copied at all: it is queued as it is and
+/// (`String`, `Vec<u8>`) of at least 1024 bytes (`frame::WRITEV_MIN`) is not copied at all: it is queued as it is and
 /// written from its own buffer, its header beside it in the same `writev`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing<'a> {

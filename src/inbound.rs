@@ -14,7 +14,10 @@
 //! - Whenever bytes are dropped before their frame is whole ([`Inbound::reset`], [`Input::skip_all`]), the probe
 //!   starts over.
 //!
-//! It is pure (no sockets): the fuzz target `reader` drives this very code with reads of random sizes.
+//! It is pure (no sockets): the fuzz targets drive this very code with reads of random sizes (`fuzz/src/reader.rs`).
+//!
+//! Not part of the API: public only with the cargo feature `internals`, for the benches and the fuzz targets, under
+//! no semver promise.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -84,6 +87,13 @@ impl Inbound {
     }
 
     /// Bytes of a request head or frame that has not fully arrived.
+    #[cfg_attr(
+        not(feature = "internals"),
+        allow(
+            dead_code,
+            reason = "for the fuzz targets, which compare it across ways of reading"
+        )
+    )]
     pub fn pending(&self) -> usize {
         self.buf.len()
     }

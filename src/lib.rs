@@ -9,7 +9,7 @@
 //! | the `while(TRUE)` around `socket_select` | [`Server::run`]: `poll.poll(&mut events, timeout)`, then `match event.token()` |
 //! | `add_accept()`: accept, push, `isHand = false` | `Server::add_accept`: accept until `WouldBlock`, `slab.insert`, the slab key as token |
 //! | `upgrade()`: read headers, accept key, write 101 | `Server::upgrade`, calling [`handshake::parse_request`], [`handshake::validate`], [`handshake::switching_protocols`] |
-//! | `decode()`: unmask, read the payload | `Server::consume`: a loop of `Input::next_event` over the connection's `Inbound` (`inbound.rs`, which keeps what has not fully arrived), which is [`frame::decode`] for a whole frame (text checked as UTF-8 while it is unmasked, [`utf8`]), unmasks and checks a frame still arriving read by read (`message::Probe`), then hands it to [`message::Assembler::push`] |
+//! | `decode()`: unmask, read the payload | `Server::consume`: a loop of `Input::next_event` over the connection's `Inbound` (`inbound.rs`, which keeps what has not fully arrived), which is [`frame::decode`] for a whole frame (text checked as UTF-8 while it is unmasked, `utf8.rs`), unmasks and checks a frame still arriving read by read (`message::Probe`), then hands it to [`message::Assembler::push`] |
 //! | `frame()`/`encode()` for outgoing text | [`frame::encode`], queued in the connection's write buffer |
 //! | `close()`: close the socket, unset it from the array | `Server::close`: deregister, `slab.remove`, the `close` callback |
 //! | the function table `add` / `send` / `close` | [`Handler::add`] (with the request, a [`Context`]), [`Handler::send`] (runs for each *received* message, as in the PHP), [`Handler::close`] (with the code, reason and who closed, [`Closed`]); inside them a [`Handle`] offers `send`, `broadcast`, `close`, and the connection's own data ([`Accept::data`], [`Handle::data`]) |
@@ -70,9 +70,26 @@
 //! }
 //! Server::start_server("127.0.0.1:9001", Config::default(), Echo).unwrap();
 //! ```
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 // An `unsafe fn` says what its caller promises; what it does itself on that promise is marked, one block at a time.
 #![deny(unsafe_op_in_unsafe_fn)]
+
+/// Declares an item that is not part of the API: `pub` with the cargo feature `internals`, for the benches and the
+/// fuzz targets that drive it directly, and `pub(crate)` without. Its documentation says so where it is public.
+macro_rules! internal {
+    ($(#[$attr:meta])* pub $($item:tt)+) => {
+        $(#[$attr])*
+        #[doc = ""]
+        #[doc = "Not part of the API: public only with the cargo feature `internals`, for the benches and the fuzz \
+                 targets, under no semver promise."]
+        #[cfg(feature = "internals")]
+        pub $($item)+
+
+        $(#[$attr])*
+        #[cfg(not(feature = "internals"))]
+        pub(crate) $($item)+
+    };
+}
 
 mod accept;
 mod bus;
@@ -83,13 +100,22 @@ pub mod error;
 pub mod frame;
 mod handler;
 pub mod handshake;
-pub mod inbound;
 mod loops;
 pub mod message;
 mod remote;
 mod server;
 mod topics;
+// Not part of the API either, but declared without `internal!`: with the doc lines it adds, rustdoc would resolve the
+// links in the module's own docs from here. The module's docs say what it is.
+#[cfg(feature = "internals")]
 pub mod utf8;
+#[cfg(not(feature = "internals"))]
+mod utf8;
+// The inbound side of a connection, the code the fuzz targets drive as the server does.
+#[cfg(feature = "internals")]
+pub mod inbound;
+#[cfg(not(feature = "internals"))]
+mod inbound;
 
 pub use accept::{Accept, Context};
 pub use close::{CloseCode, Closed, ClosedBy};

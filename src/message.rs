@@ -407,14 +407,17 @@ fn text(bytes: &[u8]) -> Result<&str, FrameError> {
     utf8::to_str(bytes).ok_or(FrameError::InvalidUtf8)
 }
 
-/// The frame at the front of a connection's bytes while it is still arriving: how much of its payload has been
-/// unmasked in place, and where the check of its text stands. [`Probe::decode`] is how the server decodes frames.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Probe {
-    unmasked: usize,
-    utf8: Utf8Stream,
-    /// The frame is a whole text message, and its first `unmasked` payload bytes were checked as they came.
-    is_checked_text: bool,
+internal! {
+    /// The frame at the front of a connection's bytes while it is still arriving: how much of its payload has been
+    /// unmasked in place, and where the check of its text stands. The server decodes every frame with
+    /// [`Probe::decode_trusting`].
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Probe {
+        unmasked: usize,
+        utf8: Utf8Stream,
+        /// The frame is a whole text message, and its first `unmasked` payload bytes were checked as they came.
+        is_checked_text: bool,
+    }
 }
 
 impl Probe {
@@ -425,6 +428,14 @@ impl Probe {
     ///
     /// Call it with the same frame at the front of `buf` until it is whole (earlier bytes as this left them), and
     /// with `assembler` as it stands before that frame.
+    #[cfg_attr(
+        not(feature = "internals"),
+        allow(
+            dead_code,
+            reason = "the server decodes with `decode_trusting`; this safe form is for the tests and for benches and \
+                      fuzz targets that cannot make its promise"
+        )
+    )]
     #[inline]
     pub fn decode<'a>(
         &mut self,
@@ -554,11 +565,13 @@ impl Probe {
     }
 }
 
-/// Incremental UTF-8 validation: at most three bytes of an incomplete character are carried between pieces.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Utf8Stream {
-    carry: [u8; 4],
-    carry_len: u8,
+internal! {
+    /// Incremental UTF-8 validation: at most three bytes of an incomplete character are carried between pieces.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Utf8Stream {
+        carry: [u8; 4],
+        carry_len: u8,
+    }
 }
 
 impl Utf8Stream {

@@ -8,6 +8,9 @@
 //!
 //! Both paths answer the same question the same way; the tests hold them to each other over every pair of bytes and
 //! every four-byte window of the edge cases of each byte range, placed at every seam between 32-byte steps.
+//!
+//! Not part of the API: public only with the cargo feature `internals`, for the benches and the fuzz targets, under
+//! no semver promise.
 
 /// What a piece of text is, checked from a character boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
