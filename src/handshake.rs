@@ -115,9 +115,10 @@ fn percent_decode(text: &str) -> Option<String> {
         match b {
             b'+' => bytes.push(b' '),
             b'%' => {
-                let hex = rest.get(..2)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                let hex = rest
+                    .get(..2)
+                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))?;
+                bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 rest = &rest[2..];
             }
             _ => bytes.push(b),
@@ -267,7 +268,8 @@ pub fn reject(error: &HandshakeError) -> Vec<u8> {
 /// one), or the refusal of [`Handler::accept`](crate::Handler::accept) (a 401 with `WWW-Authenticate`, a 429 with
 /// `Retry-After`, and a body saying why).
 ///
-/// Every header is checked before it is written: a name must be an HTTP token and not one the server writes itself
+/// The status must be a final one (200-599; a refusal's, 400-599). Every header is checked before it is written: a
+/// name must be an HTTP token and not one the server writes itself
 /// (`Content-Type`, `Content-Length`, `Connection`, `Transfer-Encoding`), a value (the content type's too) must not
 /// hold a CR, LF or other control character, which would end the header and start one the application never meant
 /// to send. A response that fails is not written: the peer gets a 500 and the server logs why.
@@ -343,6 +345,10 @@ impl HttpResponse {
 
     /// Why the response cannot be written as it is, if it cannot.
     pub(crate) fn check(&self) -> Result<(), String> {
+        // A final status: the server closes the connection after the response, so no 1xx may stand for it.
+        if !(200..=599).contains(&self.status) {
+            return Err(format!("status {} is not a final HTTP status", self.status));
+        }
         if !is_field_value(&self.content_type) {
             return Err(format!(
                 "Content-Type {:?} is not a valid header value",
@@ -467,6 +473,17 @@ mod tests {
     }
 
     #[test]
+    fn a_response_without_a_final_status_is_never_written() {
+        for status in [0, 100, 101, 199, 600, 1000] {
+            let response = HttpResponse::new(status, "text/plain", "x");
+            assert!(!response.is_valid(), "{status}");
+            let bytes = String::from_utf8(response.into_bytes()).unwrap();
+            assert!(bytes.starts_with("HTTP/1.1 500 "), "{bytes}");
+        }
+        assert!(HttpResponse::new(204, "text/plain", "").is_valid());
+    }
+
+    #[test]
     fn the_target_splits_into_path_and_query_and_params_decode() {
         let head = "GET /room/42?token=a%2Bb%3D&name=Ada+L&flag&empty=&bad=%zz HTTP/1.1\r\n\r\n";
         let Ok(Status::Complete((req, _))) = parse_request(head.as_bytes(), 1024) else {
@@ -482,6 +499,11 @@ mod tests {
         assert_eq!(req.query_param("flag").as_deref(), Some(""));
         assert_eq!(req.query_param("empty").as_deref(), Some(""));
         assert_eq!(req.query_param("bad"), None);
+        let head = "GET /?a=%+f&b=%2 HTTP/1.1\r\n\r\n";
+        let Ok(Status::Complete((req, _))) = parse_request(head.as_bytes(), 1024) else {
+            panic!("parses");
+        };
+        assert_eq!((req.query_param("a"), req.query_param("b")), (None, None));
         assert_eq!(req.query_param("missing"), None);
     }
 

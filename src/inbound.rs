@@ -20,7 +20,7 @@
 //! no semver promise.
 
 use std::io;
-use std::mem::MaybeUninit;
+use std::mem::{self, MaybeUninit};
 
 use crate::frame::{self, Limits};
 use crate::message::{Assembler, Event, Inflate, Probe};
@@ -153,18 +153,25 @@ impl Inbound {
     /// read. When nothing was left over (the common case), `fresh` is decoded where it is, without a copy.
     ///
     /// Bytes read behind the buffer ([`Inbound::read_behind`]) are fed with an empty `fresh`.
+    ///
+    /// The probe is out of `self` while `consume` runs and goes back only once the buffer matches it again: if
+    /// `consume` panics, the inbound side is left with an idle probe, which trusts nothing (what had arrived is
+    /// garbage then, but never taken for checked text).
     pub fn feed<R>(&mut self, fresh: &mut [u8], consume: impl FnOnce(&mut Input<'_>) -> R) -> R {
-        if self.buf.is_empty() {
+        let mut probe = mem::take(&mut self.probe);
+        let answer = if self.buf.is_empty() {
             // Nothing left partial, so the probe has seen no frame of these bytes' (see the module's rules).
-            debug_assert!(self.probe.is_idle());
-            let mut input = Input::new(fresh, &mut self.probe, &mut self.assembler);
+            if !probe.is_idle() {
+                probe = Probe::default();
+            }
+            let mut input = Input::new(fresh, &mut probe, &mut self.assembler);
             let answer = consume(&mut input);
             let used = input.used;
             self.buf.extend_from_slice(&fresh[used..]);
             answer
         } else {
             self.buf.extend_from_slice(fresh);
-            let mut input = Input::new(&mut self.buf, &mut self.probe, &mut self.assembler);
+            let mut input = Input::new(&mut self.buf, &mut probe, &mut self.assembler);
             let answer = consume(&mut input);
             let used = input.used;
             self.buf.drain(..used);
@@ -172,7 +179,9 @@ impl Inbound {
                 self.buf = Vec::new(); // nothing left over: an idle connection holds no buffer
             }
             answer
-        }
+        };
+        self.probe = probe;
+        answer
     }
 }
 
@@ -382,6 +391,63 @@ mod tests {
         sent.extend_from_slice(&bulk);
         assert!(grew <= 16, "grew {grew} times");
         assert_eq!(inbound.buf, sent);
+    }
+
+    /// A `consume` that panics halfway through a text frame leaves no trust behind: the next frame at the front
+    /// (here the same invalid one again, or a fresh one) is checked in full, never taken for text checked before.
+    #[test]
+    fn a_panic_in_consume_leaves_a_probe_that_trusts_nothing() {
+        let limits = Limits {
+            max_payload: 1 << 20,
+            require_mask: true,
+            deflate: false,
+        };
+        let mut bad = vec![0xffu8; 40];
+        bad.extend_from_slice(&[b'a'; 20]);
+        let bad = masked(true, OpCode::Text, &bad);
+        let long = masked(true, OpCode::Text, &[b'b'; 200]);
+        let is_text = |inbound: &mut Inbound, fresh: &mut [u8]| {
+            inbound.feed(fresh, |input| match input.next_event(&limits, || None) {
+                Ok(Status::Complete(Some(Event::Message(Message::Text(text))))) => {
+                    Some(std::str::from_utf8(text.as_bytes()).is_ok())
+                }
+                _ => None,
+            })
+        };
+        for left_over in [false, true] {
+            let mut inbound = Inbound::new(1 << 20);
+            let mut fresh = if left_over {
+                inbound.feed(&mut bad[..1].to_vec(), |_| {});
+                bad[1..].to_vec()
+            } else {
+                Vec::new()
+            };
+            fresh.extend_from_slice(&long[..60]);
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                inbound.feed(&mut fresh, |input| {
+                    if left_over {
+                        assert!(input.next_event(&limits, || None).is_err(), "invalid text");
+                    }
+                    assert!(matches!(
+                        input.next_event(&limits, || None),
+                        Ok(Status::Partial)
+                    ));
+                    panic!("a callback failed halfway through a text frame");
+                })
+            }));
+            assert!(panicked.is_err());
+            assert!(inbound.probe.is_idle(), "left_over {left_over}");
+            let next = if left_over {
+                &mut [][..]
+            } else {
+                &mut bad.clone()[..]
+            };
+            assert_ne!(
+                is_text(&mut inbound, next),
+                Some(false),
+                "left_over {left_over}"
+            );
+        }
     }
 
     #[test]
