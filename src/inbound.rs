@@ -255,13 +255,10 @@ impl<'a> Input<'a> {
         Ok(Status::Complete(event))
     }
 
-    /// Frees the fragments' state once their message is delivered (see [`Assembler::release`]); with `done`, drops
-    /// the message in progress too, for a connection that will decode nothing more.
-    pub fn release(&mut self, done: bool) {
+    /// Frees the fragments' state once their message is delivered (see [`Assembler::release`]). A connection that
+    /// will decode nothing more drops the rest with [`Inbound::reset`].
+    pub fn release(&mut self) {
         self.assembler.release();
-        if done {
-            self.assembler.clear();
-        }
     }
 }
 
@@ -311,7 +308,7 @@ mod tests {
                         });
                     }
                 }
-                input.release(false);
+                input.release();
                 Ok(())
             })?;
         }

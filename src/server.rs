@@ -24,8 +24,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::accept::Accept;
-use crate::accept::Context;
+use crate::accept::{Accept, Context};
 use crate::bus::Bus;
 use crate::close::{Closed, ClosedBy, End};
 use crate::connection::{AnyData, Chunk, Closing, ConnId, Connection};
@@ -503,7 +502,8 @@ impl Server {
             }
         }
         // Nothing more will be decoded from a connection that is done: what had arrived of a message goes now.
-        input.release(self.conns[key].closing == Some(Closing::Done));
+        // (What had arrived of a message on a connection that is done goes in `receive`, with the rest.)
+        input.release();
     }
 
     /// Mirrors `decode()`'s caller in the PHP loop: one decoded event, handed to the user or answered.
@@ -576,8 +576,7 @@ impl Server {
                 return Some(0);
             }
             match handler.http(&req) {
-                Some(response) if !response.is_valid() => {
-                    let why = response.check().err().unwrap_or_default();
+                Some(response) if let Err(why) = response.check() => {
                     error!(
                         "{} {} {}: the handler's response is not valid HTTP ({why}); answered 500 instead",
                         self.conns[key].id, req.method, req.target
@@ -743,6 +742,19 @@ impl Server {
         self.begin_close(handler, key, Closing::Done, end);
     }
 
+    /// Starts the closing handshake from this side: a close frame with `end`'s code and reason behind what is queued,
+    /// then [`Server::begin_close`].
+    pub(super) fn close_with<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        key: usize,
+        closing: Closing,
+        end: End<'_>,
+    ) {
+        self.queue_close(key, end.code, end.reason);
+        self.begin_close(handler, key, closing, end);
+    }
+
     /// The connection stops carrying messages: arm the close timeout and, if it was open, call the `close` callback.
     fn begin_close<H: Handler>(
         &mut self,
@@ -827,8 +839,7 @@ impl Server {
                 continue;
             };
             if conn.is_open() {
-                self.queue_close(key, End::SHUTDOWN.code, End::SHUTDOWN.reason);
-                self.begin_close(handler, key, Closing::Sent, End::SHUTDOWN);
+                self.close_with(handler, key, Closing::Sent, End::SHUTDOWN);
             } else if !conn.is_handshaked {
                 self.close(handler, key, End::SHUTDOWN);
             }

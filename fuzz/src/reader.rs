@@ -145,12 +145,12 @@ impl Reader {
                     Err(e) => *error = Some(e),
                 }
             }
-            // A stream that ended decodes nothing more: what came after is dropped, as the server drops it.
-            if error.is_some() || *closed {
-                input.skip_all();
-            }
-            input.release(error.is_some() || *closed);
+            input.release();
         });
+        if self.is_done() {
+            // A stream that ended decodes nothing more: what came after is dropped, as the server drops it.
+            self.inbound.reset();
+        }
     }
 }
 

@@ -197,8 +197,7 @@ impl Server {
             code: Some(code),
             reason,
         };
-        self.queue_close(key, end.code, end.reason);
-        self.begin_close(handler, key, Closing::Done, end);
+        self.close_with(handler, key, Closing::Done, end);
     }
 }
 

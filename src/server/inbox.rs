@@ -115,8 +115,7 @@ impl Server {
                         code: Some(code.get()),
                         reason: &reason,
                     };
-                    self.queue_close(key, end.code, end.reason);
-                    self.begin_close(handler, key, Closing::Sent, end);
+                    self.close_with(handler, key, Closing::Sent, end);
                 }
             }
         }

@@ -139,8 +139,7 @@ impl Server {
             code: Some(close_code::POLICY_VIOLATION),
             reason: "too slow to read what it is sent",
         };
-        self.queue_close(key, end.code, end.reason);
-        self.begin_close(handler, key, Closing::Done, end);
+        self.close_with(handler, key, Closing::Done, end);
     }
 
     /// Writes what each connection touched this turn has queued; finishes closes whose last frame went out.
