@@ -74,7 +74,8 @@ fn main() {
     let config = Config::default()
         .max_users(args.max_users)
         .max_memory(args.max_memory)
-        .deflate(args.deflate());
+        .deflate(args.deflate())
+        .tls(args.tls("broadcast"));
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =
         Loops::bind((args.host.as_str(), args.port), config, args.threads).unwrap_or_else(|e| {
@@ -87,7 +88,8 @@ fn main() {
     let remote = loops.remote();
     ctrlc::set_handler(move || remote.stop()).expect("no other signal handler is installed");
     println!(
-        "broadcast server on ws://{}/ ({} loops)",
+        "broadcast server on ws{}://{}/ ({} loops)",
+        args.s(),
         loops.local_addr().expect("a bound listener has an address"),
         loops.len()
     );

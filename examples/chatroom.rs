@@ -177,7 +177,8 @@ fn main() {
         .max_users(args.max_users)
         .max_memory(args.max_memory)
         .max_message(args.max_message)
-        .deflate(args.deflate());
+        .deflate(args.deflate())
+        .tls(args.tls("chatroom"));
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =
         Loops::bind((args.host.as_str(), args.port), config, args.threads).unwrap_or_else(|e| {
@@ -194,7 +195,8 @@ fn main() {
     let remote = loops.remote();
     ctrlc::set_handler(move || remote.stop()).expect("no other signal handler is installed");
     println!(
-        "chatroom on http://{}/ (Ctrl-C to stop)",
+        "chatroom on http{}://{}/ (Ctrl-C to stop)",
+        args.s(),
         loops.local_addr().expect("a bound listener has an address")
     );
     // Each loop gets a room of its own: its handler sees its own connections; what it broadcasts reaches all.

@@ -330,6 +330,9 @@ pub(crate) struct Connection {
     /// The application's data for this connection ([`crate::Accept::data`]), if it gave any: boxed twice, so that a
     /// connection without data pays one thin pointer for it, not a fat one.
     pub data: Option<Box<AnyData>>,
+    /// With TLS, the session every byte goes through (`wss://`); `None` for a plain connection.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<crate::tls::Session>>,
 }
 
 impl Connection {
@@ -358,7 +361,17 @@ impl Connection {
             out: None,
             deflate: None,
             data: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// Whether the connection's bytes go through TLS.
+    pub fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     /// Open for messages: handshaked and not closing.
@@ -388,12 +401,49 @@ impl Connection {
 
     /// Reads once into `buf`. Unlike the PHP version's single 1024-byte `socket_recv`, the server calls this until
     /// it reports `WouldBlock`: mio reports readiness once per change, so bytes left unread would never be reported
-    /// again. `Ok(0)` is the peer's FIN.
-    pub fn read_available(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// again. Returns the bytes read and whether the socket may hold more (a read that filled `buf`). `Ok((0, _))`
+    /// is the peer's FIN (with TLS, its `close_notify`, or a FIN without one).
+    ///
+    /// With TLS the bytes are the plaintext the session decrypted, and what the session wants to write in answer
+    /// (its part of the TLS handshake, an alert) is written at once, as far as the socket takes it.
+    pub fn read_available(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            let read = tls.read(&self.stream, buf);
+            if read.is_ok() {
+                tls.flush(&self.stream)?;
+            }
+            return read;
+        }
         loop {
             match self.stream.read(buf) {
                 Err(e) if interrupted(&e) => continue,
-                other => return other,
+                other => return other.map(|n| (n, n == buf.len())),
+            }
+        }
+    }
+
+    /// Shuts down our side of the connection once everything queued is written (§7.1.1: the server closes first).
+    /// With TLS, `close_notify` goes first; `Ok(false)` if the socket cannot take it yet (the next `WRITABLE`
+    /// finishes it).
+    pub fn shut_write(&mut self) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            if !tls.close_notify(&self.stream)? {
+                return Ok(false);
+            }
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        Ok(true)
+    }
+
+    /// A connection about to be dropped without the orderly end of [`Connection::shut_write`] (an error, a
+    /// timeout, the peer gone): with TLS, `close_notify` goes out if the socket takes it at once.
+    pub fn say_goodbye(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            if !self.is_write_shut {
+                let _ = tls.close_notify(&self.stream);
             }
         }
     }
@@ -504,32 +554,53 @@ impl Connection {
     /// what is left stays queued, and the server calls this again on the next `WRITABLE` event. Once everything is
     /// written, the queue goes back to the loop's spare ones.
     pub fn write_pending(&mut self) -> io::Result<bool> {
-        let Some(out) = self.out.as_deref_mut() else {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            // The queue goes through the session, which encrypts a record's worth at a time; once the queue is
+            // empty, what the session still holds must reach the socket too.
+            return match write_queue(&mut self.out, |slices| {
+                tls.write_vectored(&self.stream, slices)
+            })? {
+                true => tls.flush(&self.stream),
+                false => Ok(false),
+            };
+        }
+        let stream = &mut self.stream;
+        write_queue(&mut self.out, |slices| match slices {
+            // One buffer (an echo, a chat line): `send` costs the kernel less than `writev`.
+            [one] => stream.write(one),
+            _ => stream.write_vectored(slices),
+        })
+    }
+}
+
+/// Writes `out` through `send` until it is empty (`Ok(true)`, and the queue goes back to the loop's spare ones) or
+/// `send` says `WouldBlock` (`Ok(false)`).
+fn write_queue(
+    queue: &mut Option<Box<Outbox>>,
+    mut send: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+) -> io::Result<bool> {
+    {
+        let Some(out) = queue.as_deref_mut() else {
             return Ok(true);
         };
         while !out.chunks.is_empty() {
             // Each chunk is one buffer, or two for a header and a payload kept apart.
             let wanted = (2 * out.chunks.len()).min(MAX_SLICES);
             let result = if let (1, Some(chunk)) = (out.chunks.len(), out.chunks.front()) {
-                // One chunk (an echo, a chat line): `send` costs the kernel less than `writev`.
                 match chunk.parts(out.pos) {
-                    [[], body] => self.stream.write(body),
-                    [head, body] => self
-                        .stream
-                        .write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
+                    [[], body] => send(&[IoSlice::new(body)]),
+                    [head, body] => send(&[IoSlice::new(head), IoSlice::new(body)]),
                 }
             } else if wanted <= STACK_SLICES {
                 let mut slices = [IoSlice::new(&[]); STACK_SLICES];
-                match gather(&out.chunks, out.pos, &mut slices) {
-                    // One buffer (an echo, a chat line): `send` costs the kernel less than `writev`.
-                    1 => self.stream.write(&slices[0]),
-                    count => self.stream.write_vectored(&slices[..count]),
-                }
+                let count = gather(&out.chunks, out.pos, &mut slices);
+                send(&slices[..count])
             } else {
                 // A broadcast-heavy turn queues many small frames: one writev takes them all, not 32 at a time.
                 let mut slices = vec![IoSlice::new(&[]); wanted];
                 let count = gather(&out.chunks, out.pos, &mut slices);
-                self.stream.write_vectored(&slices[..count])
+                send(&slices[..count])
             };
             let written = match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -540,11 +611,11 @@ impl Connection {
             };
             out.advance(written);
         }
-        if let Some(out) = self.out.take() {
-            recycle_outbox(out);
-        }
-        Ok(true)
     }
+    if let Some(out) = queue.take() {
+        recycle_outbox(out);
+    }
+    Ok(true)
 }
 
 impl Outbox {
@@ -632,13 +703,15 @@ mod tests {
     /// pointer to the permessage-deflate session, whatever the session holds, 8 the application's data's, and 8 the
     /// count the loop's memory budget keeps of a message arriving (`held_in`: it must be known without looking at
     /// the buffers it counts, which change before it is updated; the count of the outbound queue lives in the queue).
+    /// The `tls` feature adds 8: the pointer to the TLS session, which a plain connection leaves empty.
     #[test]
     fn a_connection_stays_within_the_idle_memory_budget() {
-        let budget = if std::mem::size_of::<TcpStream>() > 4 {
+        let plain = if std::mem::size_of::<TcpStream>() > 4 {
             208
         } else {
             200
         };
+        let budget = plain + if cfg!(feature = "tls") { 8 } else { 0 };
         let size = std::mem::size_of::<Connection>();
         assert!(size <= budget, "Connection is {size} bytes, over {budget}");
     }

@@ -104,6 +104,8 @@ mod loops;
 pub mod message;
 mod remote;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 mod topics;
 // Not part of the API either, but declared without `internal!`: with the doc lines it adds, rustdoc would resolve the
 // links in the module's own docs from here. The module's docs say what it is.
@@ -125,7 +127,12 @@ pub use handler::{Handle, Handler, Outgoing};
 pub use loops::Loops;
 pub use message::Message;
 pub use remote::Remote;
+/// The rustls this crate is built with, for a [`Tls::from_config`] of the application's own (`tls` feature).
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use server::{Config, Server, Stats, TimerId};
+#[cfg(feature = "tls")]
+pub use tls::{Tls, TlsError};
 
 #[cfg(feature = "redis")]
 pub use bus::redis::RedisConfig;

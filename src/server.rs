@@ -323,13 +323,19 @@ impl Server {
                 warn!("{peer} closed at once: no connection id left on this loop");
                 continue;
             };
-            entry.insert(Connection::new(
-                stream,
-                id,
-                peer,
-                self.config.max_message,
-                self.now,
-            ));
+            #[allow(unused_mut)]
+            let mut conn = Connection::new(stream, id, peer, self.config.max_message, self.now);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &self.config.tls {
+                match crate::tls::Session::new(tls) {
+                    Ok(session) => conn.tls = Some(Box::new(session)),
+                    Err(e) => {
+                        warn!("{peer} closed at once: no TLS session ({e})");
+                        continue;
+                    }
+                }
+            }
+            entry.insert(conn);
             self.stats.accepted += 1;
             self.arm(key, self.now + self.config.handshake_timeout);
             debug!("{id} accepted from {peer}");
@@ -356,12 +362,10 @@ impl Server {
                 break;
             }
             let read = match behind {
-                Some(max) => conn.read_behind(max),
-                None => conn
-                    .read_available(&mut scratch)
-                    .map(|n| (n, scratch.len())),
+                Some(max) => conn.read_behind(max).map(|(n, room)| (n, n == room)),
+                None => conn.read_available(&mut scratch),
             };
-            let (n, room) = match read {
+            let (n, may_have_more) = match read {
                 Ok((0, _)) => {
                     // The PHP loop's "nothing read means close()": the peer sent its FIN. A peer may half-close
                     // right after its last request (a close frame, a plain GET), so what is queued for it is still
@@ -377,6 +381,13 @@ impl Server {
                 }
                 Ok(read) => read,
                 Err(e) if would_block(&e) => break,
+                #[cfg(feature = "tls")]
+                Err(e) if crate::tls::failure(&e).is_some() => {
+                    // Not TLS, or not TLS this server can speak: rustls sent the alert that fits.
+                    warn!("{} from {}: {e}; closed", conn.id, conn.peer);
+                    self.close(handler, key, End::DROPPED);
+                    break;
+                }
                 Err(e) => {
                     debug!("{} read failed: {e}", conn.id);
                     self.close(handler, key, End::DROPPED);
@@ -396,7 +407,7 @@ impl Server {
             if !is_draining && !self.receive(handler, key, fresh) {
                 break;
             }
-            if n < room && !to_the_end {
+            if !may_have_more && !to_the_end {
                 // A short read emptied the socket's receive queue: anything arriving later raises a new edge,
                 // so the read that would only say `WouldBlock` can be skipped. Not so for a FIN that came with
                 // the data: no new edge will announce it, so then the loop reads on until it sees `Ok(0)`.
@@ -415,7 +426,8 @@ impl Server {
     /// anything else (a short frame, a request head, a connection whose reads are dropped): those are read into
     /// `scratch`, where complete frames are decoded without a copy.
     fn read_behind_size(&self, conn: &Connection) -> Option<usize> {
-        if !conn.is_handshaked || conn.closing == Some(Closing::Done) {
+        if !conn.is_handshaked || conn.closing == Some(Closing::Done) || conn.is_tls() {
+            // (With TLS, what is read is the session's plaintext: there is no socket read to save.)
             return None;
         }
         conn.inbound
@@ -782,6 +794,7 @@ impl Server {
         let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
+        conn.say_goodbye();
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.uncount(conn.held_in, conn.counted_out());
         debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());

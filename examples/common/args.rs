@@ -1,6 +1,6 @@
 //! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--max-memory`, `--threads`,
-//! `--deflate` (on in the chatroom, which takes `--no-deflate` instead) and, for the chatroom, `--max-message` and
-//! `--redis`.
+//! `--deflate` (on in the chatroom, which takes `--no-deflate` instead), `--tls-cert` and `--tls-key` (wss://) and,
+//! for the chatroom, `--max-message` and `--redis`.
 
 use std::process::exit;
 
@@ -26,6 +26,10 @@ pub struct Args {
     /// own compressor of about KIB KiB (`Deflate::dedicated`; a publish is then compressed once per receiver): the
     /// memory and CPU that costs, for comparison.
     pub deflate_dedicated: Option<u32>,
+    /// `--tls-cert FILE --tls-key FILE`: serve `wss://` (and the chatroom's page over https) with this certificate
+    /// chain and private key, in PEM.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl Args {
@@ -34,6 +38,28 @@ impl Args {
         match self.deflate_dedicated {
             Some(kib) => wsloop::deflate::Deflate::dedicated(kib),
             None => self.deflate.then(wsloop::deflate::Deflate::default),
+        }
+    }
+
+    /// The certificate and key of `--tls-cert` and `--tls-key`, if given. A file that cannot be used ends the
+    /// program with one line saying which and why, and exit status 1.
+    pub fn tls(&self, name: &str) -> Option<wsloop::Tls> {
+        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+        match wsloop::Tls::from_pem_files(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("{name}: --tls-cert {cert} --tls-key {key}: {e}");
+                exit(1)
+            }
+        }
+    }
+
+    /// "s" with TLS, to make `ws` / `wss` and `http` / `https`.
+    pub fn s(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "s"
+        } else {
+            ""
         }
     }
 }
@@ -53,6 +79,8 @@ impl Args {
             redis_pending: None,
             deflate: false,
             deflate_dedicated: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -62,7 +90,7 @@ impl Args {
 pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
     let usage = format!(
         "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--max-memory BYTES] \
-         [--threads N] {}{}\n\
+         [--threads N] [--tls-cert FILE --tls-key FILE] {}{}\n\
          defaults: --host {} --port {} --max-users {} --max-memory {} --threads {}{}",
         if is_chatroom { "[--no-deflate]" } else { "[--deflate | --deflate-dedicated KIB]" },
         if is_chatroom {
@@ -108,6 +136,8 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             "--max-users",
             "--max-memory",
             "--threads",
+            "--tls-cert",
+            "--tls-key",
         ]
         .contains(&flag.as_str())
             || (!is_chatroom && flag == "--deflate-dedicated")
@@ -145,6 +175,8 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
                 )),
             },
             "--redis" => args.redis = Some(value.clone()),
+            "--tls-cert" => args.tls_cert = Some(value.clone()),
+            "--tls-key" => args.tls_key = Some(value.clone()),
             "--redis-maxlen" => {
                 args.redis_maxlen = Some(number(&flag, &value).unwrap_or_else(|why| fail(why)))
             }
@@ -153,6 +185,9 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             }
             _ => args.max_message = number(&flag, &value).unwrap_or_else(|why| fail(why)),
         }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        fail("--tls-cert and --tls-key go together".into());
     }
     args
 }

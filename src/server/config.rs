@@ -64,6 +64,10 @@ pub struct Config {
     /// permessage-deflate (RFC 7692): `None` (the default) declines every client's offer; `Some` accepts the first
     /// offer these settings can honour. See [`Deflate`](crate::deflate::Deflate) for the memory each setting costs.
     pub deflate: Option<crate::deflate::Deflate>,
+    /// `wss://`: with a certificate and key ([`Tls`](crate::Tls)), every connection speaks TLS before HTTP, in the
+    /// same loop; `None` (the default) serves plain `ws://`. The handshake timeout covers the TLS handshake too.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::Tls>,
 }
 
 impl Default for Config {
@@ -83,6 +87,8 @@ impl Default for Config {
             allowed_origins: None,
             remote_queue: 65_536,
             deflate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -169,6 +175,13 @@ impl Config {
     /// Sets [`Config::deflate`].
     pub fn deflate(mut self, deflate: Option<crate::deflate::Deflate>) -> Config {
         self.deflate = deflate;
+        self
+    }
+
+    /// Sets [`Config::tls`].
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: Option<crate::Tls>) -> Config {
+        self.tls = tls;
         self
     }
 }

@@ -6,7 +6,6 @@
 //! allowed to grow the server's memory or hold up the others.
 
 use std::mem;
-use std::net::Shutdown;
 use std::sync::Arc;
 
 use log::{debug, trace, warn};
@@ -177,10 +176,19 @@ impl Server {
                     }
                     Ok(true) if conn.closing == Some(Closing::Done) => {
                         // §7.1.1: the server closes the TCP connection first. Shut down our side and read until the
-                        // peer's FIN (or the close timeout), so our last frame is not lost to a reset.
-                        let _ = conn.stream.shutdown(Shutdown::Write);
-                        conn.is_write_shut = true;
-                        debug!("{} last frame sent; TCP write side shut down", conn.id);
+                        // peer's FIN (or the close timeout), so our last frame is not lost to a reset. With TLS,
+                        // close_notify goes first, and may wait for `WRITABLE`.
+                        match conn.shut_write() {
+                            Ok(true) => {
+                                conn.is_write_shut = true;
+                                debug!("{} last frame sent; TCP write side shut down", conn.id);
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                debug!("{} write failed: {e}", conn.id);
+                                self.close(handler, key, End::DROPPED);
+                            }
+                        }
                     }
                     Ok(false) if conn.is_open() && conn.backlog() > self.config.max_buffered => {
                         self.overflow(handler, key); // queues the close frame and marks the connection dirty

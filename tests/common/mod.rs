@@ -7,6 +7,7 @@
 
 pub mod deflate;
 pub mod process;
+pub mod tls;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
