@@ -12,6 +12,7 @@
 //! session holds at most [`SEND_LIMIT`] bytes of records waiting: the rest of what is queued for a peer stays in
 //! the connection's queue, where the slow-reader limit and the memory budget count it.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
@@ -25,10 +26,21 @@ use rustls::{ServerConfig, ServerConnection};
 
 use crate::error::{interrupted, would_block};
 
-/// The most bytes of encrypted records a session keeps waiting for the socket: one full record (16 KiB of data)
-/// and its overhead. Whatever else is queued for the peer waits unencrypted in the connection's queue, so a slow
-/// reader holds no more here than a fast one.
-pub(crate) const SEND_LIMIT: usize = 16 << 10;
+/// The most plaintext a session encrypts before its records are written: two full records, so that a 16 KiB
+/// message and its frame header go out in one write. Whatever else is queued for the peer waits unencrypted in the
+/// connection's queue, where the slow-reader limit and the memory budget count it, so a slow reader holds no more
+/// here than a fast one.
+pub(crate) const SEND_LIMIT: usize = 32 << 10;
+
+/// How much ciphertext one socket read takes. rustls reads at most 4 KiB into its own buffer at a time; reading
+/// this much at once, and handing it over piece by piece, costs one system call where there would be several.
+const READ_SIZE: usize = 64 << 10;
+
+thread_local! {
+    /// A read buffer for [`Session::read`], kept by the loop's thread: a session holds one only while ciphertext
+    /// it has read waits to be decrypted, normally not beyond the read that filled it.
+    static SPARE_INPUT: RefCell<Option<Box<[u8]>>> = const { RefCell::new(None) };
+}
 
 /// The server's certificate and key: what makes the listener speak `wss://` ([`Config::tls`](crate::Config::tls)).
 ///
@@ -205,6 +217,11 @@ pub(crate) fn failure(error: &io::Error) -> Option<&rustls::Error> {
 /// One connection's TLS session.
 pub(crate) struct Session {
     tls: ServerConnection,
+    /// Ciphertext read from the socket and not yet handed to rustls (`input[input_at..input_end]`); `None` when
+    /// there is none.
+    input: Option<Box<[u8]>>,
+    input_at: usize,
+    input_end: usize,
     /// Our `close_notify` is queued: nothing more will be encrypted.
     is_notified: bool,
     /// The session failed (a fatal alert is queued or sent): no `close_notify` follows.
@@ -217,6 +234,9 @@ impl Session {
         session.set_buffer_limit(Some(SEND_LIMIT));
         Ok(Session {
             tls: session,
+            input: None,
+            input_at: 0,
+            input_end: 0,
             is_notified: false,
             is_failed: false,
         })
@@ -224,9 +244,10 @@ impl Session {
 
     /// Fills `buf` with plaintext, reading and decrypting what the socket has. Returns how much, and whether the
     /// socket may still hold more (false once a read came back short, or said `WouldBlock`: then a new edge will
-    /// announce what comes next). `Ok((0, _))` is the end: the peer's `close_notify`, or its FIN without one (a
-    /// truncation the WebSocket layer notices anyway: its closing handshake is missing too). A peer that does not
-    /// speak TLS gets the alert rustls chose, if the socket takes it, and an error carrying [`Failed`].
+    /// announce what comes next; true while ciphertext already read waits to be decrypted). `Ok((0, _))` is the
+    /// end: the peer's `close_notify`, or its FIN without one (a truncation the WebSocket layer notices anyway: its
+    /// closing handshake is missing too). A peer that does not speak TLS gets the alert rustls chose, if the socket
+    /// takes it, and an error carrying [`Failed`].
     pub fn read(&mut self, stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         let mut filled = 0;
         let mut is_drained = false;
@@ -250,51 +271,102 @@ impl Session {
                 }
                 Err(e) => return Err(e),
             }
-            if is_drained {
-                return match filled {
-                    0 => Err(io::ErrorKind::WouldBlock.into()),
-                    _ => Ok((filled, false)),
-                };
-            }
-            let mut socket = Incoming {
-                stream,
-                is_short: false,
-            };
-            match self.tls.read_tls(&mut socket) {
-                // The peer's FIN: the reader says next time round how the session ended.
-                Ok(0) => {}
-                Ok(_) => is_drained = socket.is_short,
-                Err(e) if would_block(&e) => {
-                    is_drained = true;
-                    continue;
+            // Then the next piece of ciphertext: what the last socket read left, else a new socket read.
+            if self.input.is_none() {
+                if is_drained {
+                    return match filled {
+                        0 => Err(io::ErrorKind::WouldBlock.into()),
+                        _ => Ok((filled, false)),
+                    };
                 }
-                Err(e) if interrupted(&e) => continue,
-                Err(e) => return Err(e),
+                match self.read_socket(stream) {
+                    Ok(0) => {
+                        // The peer's FIN: rustls learns of it, and its reader says next time round how it ended.
+                        self.tls.read_tls(&mut io::empty())?;
+                    }
+                    Ok(n) => is_drained = n < READ_SIZE,
+                    Err(e) if would_block(&e) => {
+                        is_drained = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(input) = &self.input {
+                let taken = self
+                    .tls
+                    .read_tls(&mut &input[self.input_at..self.input_end])?;
+                if taken == 0 {
+                    // rustls always has room for more (or says its buffer is full): never spin on no progress.
+                    return Err(io::Error::other("the TLS session took no bytes"));
+                }
+                self.input_at += taken;
+                if self.input_at == self.input_end {
+                    self.give_back_input();
+                }
             }
             if let Err(error) = self.tls.process_new_packets() {
                 // rustls has queued the alert that fits (a plain HTTP request gets one too, for what it is worth).
                 self.is_failed = true;
+                self.give_back_input();
                 let _ = self.flush(stream);
                 return Err(io::Error::new(io::ErrorKind::InvalidData, Failed(error)));
             }
         }
     }
 
-    /// Encrypts what the session can take of `slices` and writes the records out as far as the socket takes
-    /// them. Returns the plaintext bytes taken; `WouldBlock` only when none could be, because records are still
-    /// waiting for the socket.
+    /// Reads the socket once into a read buffer of this session's (the thread's spare one if it has it). Returns
+    /// the bytes read; with none, the buffer goes back.
+    fn read_socket(&mut self, stream: &TcpStream) -> io::Result<usize> {
+        let mut input = SPARE_INPUT
+            .try_with(|spare| spare.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0; READ_SIZE].into_boxed_slice());
+        let read = loop {
+            // mio's `Read for &TcpStream` goes through its `try_io`, as mio asks of I/O it does not do itself.
+            match (&mut &*stream).read(&mut input) {
+                Err(e) if interrupted(&e) => continue,
+                other => break other,
+            }
+        };
+        match read {
+            Ok(n) if n > 0 => {
+                (self.input, self.input_at, self.input_end) = (Some(input), 0, n);
+                Ok(n)
+            }
+            other => {
+                keep_spare(input);
+                other
+            }
+        }
+    }
+
+    /// The read buffer is no longer needed: back to the thread's spare, or freed.
+    fn give_back_input(&mut self) {
+        if let Some(input) = self.input.take() {
+            keep_spare(input);
+        }
+    }
+
+    /// Encrypts what the session can take of `slices`, writing out the records already waiting if it has no room.
+    /// Returns the plaintext bytes taken; `WouldBlock` only when none could be, because records are still waiting
+    /// for the socket. The caller ends with [`Session::flush`].
     pub fn write_vectored(
         &mut self,
         stream: &TcpStream,
         slices: &[IoSlice<'_>],
     ) -> io::Result<usize> {
+        // Encrypted records gather in the session up to `SEND_LIMIT` and go out together when it is full (or, from
+        // `flush`, when the queue is done).
+        let taken = self.tls.writer().write_vectored(slices)?;
+        if taken > 0 {
+            return Ok(taken);
+        }
         if !self.flush(stream)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let taken = self.tls.writer().write_vectored(slices)?;
-        // What the socket does not take now waits in the session for `WRITABLE`.
-        self.flush(stream)?;
-        Ok(taken)
+        self.tls.writer().write_vectored(slices)
     }
 
     /// Writes waiting records until none are left (`Ok(true)`) or the socket is full (`Ok(false)`).
@@ -322,20 +394,11 @@ impl Session {
     }
 }
 
-/// The socket as rustls reads it, noting a short read: on a stream socket, a read that returns less than was asked
-/// for has emptied the receive queue.
-struct Incoming<'a> {
-    stream: &'a TcpStream,
-    is_short: bool,
-}
-
-impl Read for Incoming<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // mio's `Read for &TcpStream` goes through its `try_io`, as mio asks of I/O it does not do itself.
-        let n = (&mut &*self.stream).read(buf)?;
-        self.is_short = n < buf.len();
-        Ok(n)
-    }
+/// Keeps `input` as the thread's spare read buffer, unless it has one.
+fn keep_spare(input: Box<[u8]>) {
+    let _ = SPARE_INPUT.try_with(|spare| {
+        spare.borrow_mut().get_or_insert(input);
+    });
 }
 
 /// The socket as rustls writes to it.

@@ -370,12 +370,19 @@ fn a_peer_that_leaves_without_close_notify_is_closed_and_a_server_close_ends_wit
     }
     let (_, by, _) = ended.recv_timeout(TIMEOUT).expect("the close callback");
     assert_eq!(by, ClosedBy::Application);
+    // The client's answering close frame goes out; the server's TLS session then ends with close_notify.
+    let started = Instant::now();
+    ws.flush().unwrap();
     let stream = ws.get_mut();
     assert_eq!(
         stream
             .read(&mut rest)
             .expect("close_notify, not a truncation"),
         0
+    );
+    assert!(
+        started.elapsed() < Config::default().close_timeout,
+        "the server waited for its close timeout: the answering close frame was not seen"
     );
     still_serves_tls(server.addr, &cert);
 }
