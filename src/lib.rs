@@ -31,6 +31,10 @@
 //!   [`Config::deflate`]. The offer is answered in `upgrade`; a compressed message is inflated on its way into the
 //!   [`message::Assembler`] (its size limit counting inflated bytes); a frame is compressed as it is queued, a
 //!   publish once for every receiver that agreed to the same window.
+//! - **TLS** (`tls.rs`, cargo feature `tls`): `wss://` in the same loop, on with `Config::tls` and a `Tls` made
+//!   from PEM files (or a rustls configuration of the application's own). A connection is a socket plus a rustls
+//!   session; only `connection.rs` sees which: `upgrade` and `decode` get the plaintext, the queue goes out
+//!   through the session, and `close_notify` precedes the shutdown of our TCP write side.
 //!
 //! # Layout
 //!
@@ -43,6 +47,8 @@
 //!   connection at its start and at its end. `error.rs`: each error and what the peer sees.
 //! - `topics.rs` (pure), `bus/mod.rs`, `remote.rs`, `loops.rs`: topics, other threads, several loops.
 //! - `deflate/` (pure: `offer.rs`, `codec.rs`) and `server/deflate.rs`: permessage-deflate.
+//! - `tls.rs` (feature `tls`): the certificate and key, and a connection's rustls session, read and written
+//!   edge-triggered.
 //!
 //! # The life of a message
 //!
