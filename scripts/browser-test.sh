@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # End-to-end test of the chat page (examples/chatroom.html) in a real headless Chromium.
 #
-#   scripts/browser-test.sh           # both scenarios: one chatroom, then two nodes joined through Redis
+#   scripts/browser-test.sh           # all scenarios: one chatroom (then one over https), then two nodes on Redis
 #   scripts/browser-test.sh --nodes   # the two nodes only
 #
 # 1. installs what it needs if it is missing: Debian's chromium and fonts (emoji, CJK), Node.js,
-#    redis-server, and playwright-core from npm into tests/browser/node_modules (no browser download);
-# 2. builds the chatroom example;
-# 3. picks a free loopback port and runs tests/browser/chat.test.mjs, which starts, stops and
-#    restarts the chatroom itself and drives two pages in Chromium;
+#    redis-server, openssl, and playwright-core from npm into tests/browser/node_modules (no browser download);
+# 2. builds the chatroom example, and makes a throwaway self-signed certificate for 127.0.0.1 with openssl
+#    (target/browser-tls/, valid two days);
+# 3. picks two free loopback ports and runs tests/browser/chat.test.mjs, which starts, stops and
+#    restarts the chatroom itself and drives two pages in Chromium; its last step starts a second chatroom
+#    with --tls-cert and --tls-key on the second port and has two pages on https:// chat over wss://;
 # 4. builds the chatroom with --features redis, picks three free loopback ports and runs
 #    tests/browser/nodes.test.mjs, which starts a redis-server and two nodes on it, and drives page A
 #    on node 1, page B on node 2 and, later, page C on node 2 (the history).
 # Screenshots and the servers' logs go to artifacts/browser/ (git-ignored). Exits non-zero on any failure.
 #
-# CHAT_SERVER="cmd args" tests another server instead in step 3 ("--port N" is appended); the build is
-# skipped. NODES_SERVER does the same in step 4 ("--port N --redis URL" is appended).
+# CHAT_SERVER="cmd args" tests another server instead in step 3 ("--port N" is appended, and for the https
+# step "--tls-cert FILE --tls-key FILE" too); the build is skipped. CHAT_TLS=0 skips the https step.
+# NODES_SERVER does the same in step 4 ("--port N --redis URL" is appended).
 set -euo pipefail
 
 ONLY_NODES=0
@@ -45,6 +48,7 @@ done
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "browser-test: installing ${need[*]}"
   $SUDO apt-get update -q
@@ -68,7 +72,7 @@ free_port() {
 
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS"/*.png "$ARTIFACTS/server.pid" "$ARTIFACTS/nodes.pids"
-CHAT_PORT="" NODE_PORTS=""
+CHAT_PORT="" CHAT_TLS_PORT="" NODE_PORTS=""
 
 # The tests stop their own servers; this is the safety net if a test itself is killed. Only processes
 # whose command line names one of this run's ports are stopped.
@@ -76,7 +80,7 @@ cleanup() {
   local pid port
   for pid in $(cat "$ARTIFACTS/server.pid" "$ARTIFACTS/nodes.pids" 2>/dev/null || true); do
     [ -r "/proc/$pid/cmdline" ] || continue
-    for port in $CHAT_PORT ${NODE_PORTS//,/ } ${REDIS_PORT:-}; do
+    for port in $CHAT_PORT $CHAT_TLS_PORT ${NODE_PORTS//,/ } ${REDIS_PORT:-}; do
       # redis-server shows itself as "redis-server 127.0.0.1:PORT" once started.
       if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qE -- "(--port |127\.0\.0\.1:)$port( |\$)"; then
         kill -9 "$pid" 2>/dev/null || true
@@ -93,10 +97,37 @@ if [ "$ONLY_NODES" = 0 ]; then
     CHAT_SERVER="target/debug/examples/chatroom"
   fi
 
+  # The https step's certificate, made for this run only (the pages accept it as it is).
+  CHAT_TLS_CERT="" CHAT_TLS_KEY=""
+  if [ "${CHAT_TLS:-1}" != 0 ]; then
+    tls_dir="${CARGO_TARGET_DIR:-$ROOT/target}/browser-tls"
+    mkdir -p "$tls_dir"
+    CHAT_TLS_CERT="$tls_dir/cert.pem" CHAT_TLS_KEY="$tls_dir/key.pem"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+      -keyout "$CHAT_TLS_KEY" -out "$CHAT_TLS_CERT" > "$tls_dir/openssl.log" 2>&1 \
+      || { cat "$tls_dir/openssl.log" >&2; echo "browser-test: openssl could not make a certificate" >&2; exit 1; }
+  fi
+
   # --- 3. the test ---------------------------------------------------------------------------
   CHAT_PORT=$(free_port)
-  echo "browser-test: server '$CHAT_SERVER' on 127.0.0.1:$CHAT_PORT, artifacts in $ARTIFACTS"
+  if [ -n "$CHAT_TLS_CERT" ]; then
+    # a second port, different from the first (two picks in a row may, rarely, be the same one)
+    for _ in $(seq 20); do
+      CHAT_TLS_PORT=$(free_port)
+      [ "$CHAT_TLS_PORT" = "$CHAT_PORT" ] || break
+    done
+    if [ "$CHAT_TLS_PORT" = "$CHAT_PORT" ]; then
+      echo "browser-test: could not pick two free ports" >&2
+      exit 1
+    fi
+    echo "browser-test: server '$CHAT_SERVER' on 127.0.0.1:$CHAT_PORT, and over TLS on 127.0.0.1:$CHAT_TLS_PORT," \
+      "artifacts in $ARTIFACTS"
+  else
+    echo "browser-test: server '$CHAT_SERVER' on 127.0.0.1:$CHAT_PORT (no https step), artifacts in $ARTIFACTS"
+  fi
   CHAT_PORT=$CHAT_PORT CHAT_SERVER=$CHAT_SERVER ARTIFACTS=$ARTIFACTS \
+    CHAT_TLS_PORT=$CHAT_TLS_PORT CHAT_TLS_CERT=$CHAT_TLS_CERT CHAT_TLS_KEY=$CHAT_TLS_KEY \
     timeout -k 10 300 node tests/browser/chat.test.mjs
 fi
 
