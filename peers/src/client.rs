@@ -15,15 +15,28 @@
 //! no context: identical output; the bytes are compared in full). A broadcast compressed once is
 //! so inflated once, not once per receiver, which keeps the generator's CPU far below the
 //! server's. With server context takeover each connection inflates every message with its own.
+//!
+//! wss://, when the caller gives a [`TlsClient`]: the connection's bytes go through a rustls
+//! [`ClientConnection`], a session that does no I/O of its own. What the socket has is handed to it
+//! (`read_tls`, until the socket says `WouldBlock`: the poll is edge-triggered), it decrypts
+//! (`process_new_packets`), and its plaintext lands in the same read buffer a plain connection reads
+//! into; what is sent is encrypted (`writer`) and its records written as far as the socket takes
+//! them (`write_tls`), the rest on the next writable event. A plain connection has no session and
+//! takes the same path as before, one branch on the way.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use mio::net::TcpStream;
+use rustls::client::Resumption;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 /// RFC 6455 §1.3's sample key and the accept value a server must derive from it.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -212,6 +225,56 @@ impl std::ops::AddAssign for Received {
     }
 }
 
+/// The TLS side of `wss://` connections: one configuration shared by all of them, trusting only the
+/// certificates of one PEM file (a server certificate made for the run), and verifying the server's
+/// certificate against the IP address the connection goes to (its `subjectAltName` must hold it).
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<ClientConfig>,
+}
+
+impl TlsClient {
+    /// Trusts the certificates in the PEM file `ca` (a self-signed server certificate must be an end
+    /// entity: `basicConstraints` absent or `CA:FALSE`). With `resume`, sessions are resumed from
+    /// tickets as rustls does by default; without it every connection makes a full handshake.
+    pub fn from_ca_file(ca: &str, resume: bool) -> Result<TlsClient, String> {
+        let pem = std::fs::read(ca).map_err(|e| format!("{ca}: cannot read it: {e}"))?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("{ca}: not valid PEM: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{ca}: certificate refused: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{ca}: no CERTIFICATE block in it"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if !resume {
+            config.resumption = Resumption::disabled();
+        }
+        Ok(TlsClient {
+            config: Arc::new(config),
+        })
+    }
+
+    fn session(&self, addr: SocketAddr) -> io::Result<Box<ClientConnection>> {
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut session =
+            ClientConnection::new(self.config.clone(), name).map_err(io::Error::other)?;
+        // The load generator sends what a run decides and never more than a few messages per
+        // connection at once: no limit, so that a write is never taken in part.
+        session.set_buffer_limit(None);
+        Ok(Box::new(session))
+    }
+}
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -239,6 +302,13 @@ pub struct Client {
     pub deflate: Option<Agreed>,
     /// What this connection has received so far.
     pub stats: Received,
+    /// Our close frame has been sent, and the server's answering close has arrived (see
+    /// [`Client::send_close`]): the connection is done.
+    pub closed: bool,
+    /// Our close frame has been sent: a close from the server is its answer, not an error.
+    close_sent: bool,
+    /// The TLS session of a `wss://` connection.
+    tls: Option<Box<ClientConnection>>,
     offered: bool,
     /// This connection's own inflater, when the server keeps its context, made on first use.
     inflater: Option<Box<Decompress>>,
@@ -256,6 +326,19 @@ impl Client {
     /// Starts a nonblocking connect to `addr`.
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
         Client::connect_offering(addr, None)
+    }
+
+    /// [`Client::connect_offering`], through TLS when `tls` is given (`wss://`).
+    pub fn connect_with(
+        addr: SocketAddr,
+        extensions: Option<&str>,
+        tls: Option<&TlsClient>,
+    ) -> io::Result<Client> {
+        let mut client = Client::connect_offering(addr, extensions)?;
+        if let Some(tls) = tls {
+            client.tls = Some(tls.session(addr)?);
+        }
+        Ok(client)
     }
 
     /// Starts a nonblocking connect to `addr` whose upgrade request offers `extensions` (the value
@@ -277,6 +360,9 @@ impl Client {
             tag: 0,
             deflate: None,
             stats: Received::default(),
+            closed: false,
+            close_sent: false,
+            tls: None,
             offered: extensions.is_some(),
             inflater: None,
             plain: Vec::new(),
@@ -306,6 +392,7 @@ impl Client {
             self.phase = Phase::Handshaking;
             self.buf = vec![0; INITIAL_BUF];
             let request = std::mem::take(&mut self.request);
+            // With TLS the session keeps the request until its handshake is done, then sends it.
             return self.send(&request);
         }
         self.flush()
@@ -313,6 +400,10 @@ impl Client {
 
     /// Sends `bytes` now, keeping whatever the socket does not take for the next writable event.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            tls.writer().write_all(bytes)?;
+            return self.flush_tls();
+        }
         if self.out_pos < self.out.len() {
             self.out.extend_from_slice(bytes);
             return self.flush();
@@ -331,6 +422,9 @@ impl Client {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if self.tls.is_some() {
+            return self.flush_tls();
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(n) => self.out_pos += n,
@@ -340,6 +434,23 @@ impl Client {
         }
         self.out.clear();
         self.out_pos = 0;
+        Ok(())
+    }
+
+    /// Writes the session's records until none are left or the socket is full (the rest waits for
+    /// the next writable event).
+    fn flush_tls(&mut self) -> io::Result<()> {
+        let Client { tls, stream, .. } = self;
+        let tls = tls.as_mut().expect("a TLS connection");
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 
@@ -362,7 +473,7 @@ impl Client {
                 continue;
             }
             self.parse_frames(&mut on_message)?;
-            if drained {
+            if drained || self.closed {
                 return Ok(());
             }
         }
@@ -374,17 +485,9 @@ impl Client {
     /// for stream sockets even when edge-triggered), so we skip the extra read that would only say
     /// `WouldBlock`: the load generator must spend less CPU than the server it measures.
     fn fill(&mut self) -> io::Result<bool> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.buf.len() - self.end < self.buf.len() / 4 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            let grown = (self.buf.len() * 2).max(INITIAL_BUF);
-            self.buf.resize(grown, 0);
+        self.make_room();
+        if self.tls.is_some() {
+            return self.fill_tls();
         }
         let want = self.buf.len() - self.end;
         match self.stream.read(&mut self.buf[self.end..]) {
@@ -404,6 +507,79 @@ impl Client {
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(true),
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The buffer's free space at its end, never empty: what was handed out is dropped from the
+    /// front, and a full buffer grows.
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.buf.len() - self.end < self.buf.len() / 4 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let grown = (self.buf.len() * 2).max(INITIAL_BUF);
+            self.buf.resize(grown, 0);
+        }
+    }
+
+    /// [`Client::fill`] through the TLS session: plaintext the session holds already goes into the
+    /// buffer first (returning false: there may be more); only when it holds none is the socket read,
+    /// the records decrypted and the session's own answers (the handshake's, and the request it kept
+    /// meanwhile) written. Returns true once the socket says `WouldBlock`, the one sure sign on an
+    /// edge-triggered poll that it is empty (the session reads into buffers of its own sizing, so a
+    /// short read proves nothing here).
+    fn fill_tls(&mut self) -> io::Result<bool> {
+        let Client {
+            tls,
+            stream,
+            buf,
+            end,
+            ..
+        } = self;
+        let tls = tls.as_mut().expect("a TLS connection");
+        loop {
+            let want = buf.len() - *end;
+            match tls.reader().read(&mut buf[*end..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "server ended the TLS session",
+                    ))
+                }
+                Ok(n) => {
+                    *end += n;
+                    if n == want && buf.len() < MAX_READ_CHUNK {
+                        let grown = buf.len() * 2;
+                        buf.resize(grown, 0);
+                    }
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(stream) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "server closed the connection",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            tls.process_new_packets()
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+            if tls.wants_write() {
+                self.flush_tls()?;
+                return Ok(false);
+            }
         }
     }
 
@@ -492,6 +668,11 @@ impl Client {
                     self.send(&pong)?;
                 }
                 OP_PONG => {}
+                // The answer to ours: the closing handshake is complete.
+                OP_CLOSE if self.close_sent => {
+                    self.closed = true;
+                    return Ok(());
+                }
                 OP_CLOSE => return Err(protocol("server sent a close frame")),
                 _ => {
                     return Err(protocol(&format!(
@@ -561,8 +742,10 @@ impl Client {
         self.end - self.start
     }
 
-    /// Starts a clean close: a masked close frame with code 1000.
+    /// Starts a clean close: a masked close frame with code 1000. The server's answering close then
+    /// sets [`Client::closed`] instead of failing the read.
     pub fn send_close(&mut self) -> io::Result<()> {
+        self.close_sent = true;
         let mut frame = Vec::with_capacity(8);
         encode_masked(
             &mut frame,

@@ -213,11 +213,28 @@ where
     S: Fn(tokio::net::TcpStream, bool) -> F,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let flags = Flags::parse(
-        std::env::args().skip(1),
-        &["host", "port", "mode", "threads"],
-        usage,
-    );
+    run_peer_server_with(name, usage, &[], |_| serve)
+}
+
+/// [`run_peer_server`] for a server with flags of its own (`extra`, e.g. `tls-cert`): `make` gets
+/// all the flags and returns the `serve` to spawn for each connection. With `--tls-cert` given the
+/// server announces itself as `wss://`.
+#[cfg(feature = "peers")]
+pub fn run_peer_server_with<M, S, F>(name: &str, usage: &'static str, extra: &[&str], make: M)
+where
+    M: FnOnce(&Flags) -> S,
+    S: Fn(tokio::net::TcpStream, bool) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut known = vec!["host", "port", "mode", "threads"];
+    known.extend_from_slice(extra);
+    let flags = Flags::parse(std::env::args().skip(1), &known, usage);
+    let scheme = if flags.opt("tls-cert").is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
+    let serve = make(&flags);
     let addr = flags.loopback_addr(9001);
     let broadcast = match flags.opt("mode").unwrap_or("echo") {
         "echo" => false,
@@ -245,7 +262,7 @@ where
                 std::process::exit(1)
             });
         eprintln!(
-            "{name} {} server on ws://{addr}",
+            "{name} {} server on {scheme}://{addr}",
             if broadcast { "broadcast" } else { "echo" }
         );
         loop {

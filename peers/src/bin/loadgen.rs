@@ -13,6 +13,9 @@
 //! loadgen topic     --port P --conns 1000 --subscribers 10 --mode pub|each [--senders 1] [--window 16]
 //!                   [--size 32] [--secs 5] [--warmup 1] [--server-pid PID]
 //!                   (against `cargo run --example broadcast`: a topic that a few of many connections hold)
+//! loadgen handshakes --port P [--secs 5] [--warmup 1] [--conns-parallel 16] [--size 20]
+//!                   [--server-pid PID]
+//!                   (new connections, N in flight, each: TLS if asked, the upgrade, one echo, close)
 //! loadgen probe     --port P [--timeout 10]     (exit 0 once the port accepts TCP connections)
 //! loadgen free-port                             (print a free loopback port)
 //! ```
@@ -27,6 +30,21 @@
 //! cheap) and checks it as it checks a plain message. The RESULT line then also says how many
 //! messages came compressed and their payload bytes on the wire and inflated.
 //!
+//! Every run mode but probe also takes `--tls-ca FILE`: every connection is then `wss://`, a rustls
+//! client session that trusts the certificates in that PEM file (a server certificate made for the
+//! run, with the address the run goes to, 127.0.0.1, in its `subjectAltName`). Each connection
+//! makes a full handshake (TLS 1.3 unless the server offers only 1.2) unless `--tls-resume on` lets
+//! it resume a session from a ticket an earlier connection got. The RESULT lines of echo,
+//! broadcast, idle and handshakes then say `tls=1`.
+//! A plain connection has no session: its reads and writes are those of before, one branch added.
+//!
+//! handshakes: as many new connections as the server takes, `--conns-parallel` of them in flight
+//! at once, each making the TCP connect, the TLS handshake (with `--tls-ca`), the WebSocket
+//! upgrade, one echo of a `--size` B text message and the closing handshake (our close, the
+//! server's answer), then dropped. Counted are the connections that completed all of it within
+//! the measured window: handshakes per second, the time each took (p50, p99) and, with
+//! `--server-pid`, the server's CPU per handshake.
+//!
 //! One thread, one mio poll, nonblocking sockets: the generator needs one core, leaving the other
 //! to a single-threaded server. Each run prints its own CPU use so that a saturated generator is
 //! visible, and with `--server-pid` the server's CPU time per message (from `/proc/PID/stat`),
@@ -39,8 +57,8 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use wsloop_peers::client::{
-    deflate_message, encode_masked, encode_masked_ext, Client, Phase, Received, DEFLATE_OFFER,
-    OP_BINARY, OP_TEXT,
+    deflate_message, encode_masked, encode_masked_ext, Client, Phase, Received, TlsClient,
+    DEFLATE_OFFER, OP_BINARY, OP_TEXT,
 };
 use wsloop_peers::{
     chat_json, chat_json_with_id, own_cpu_seconds, process_cpu_split, process_rss_bytes,
@@ -55,9 +73,12 @@ const USAGE: &str =
          [--server-pids PID1,PID2,...] [--redis-pid PID] [--size S] [--secs D] [--warmup W]
        loadgen topic --port P --conns N --subscribers K --mode pub|each [--senders J] [--window M]
          [--size S] [--secs D] [--warmup W] [--server-pid PID]
+       loadgen handshakes --port P [--secs D] [--warmup W] [--conns-parallel N] [--size S]
+         [--server-pid PID]
        loadgen probe --port P [--timeout SECS]
        loadgen free-port
-       every mode but probe: [--deflate on|off] [--payload sample|json]";
+       every mode but probe: [--deflate on|off] [--payload sample|json]
+         [--tls-ca FILE] [--tls-resume on|off] (wss://, trusting the certificates in FILE)";
 const FLAGS: &[&str] = &[
     "host",
     "port",
@@ -79,6 +100,9 @@ const FLAGS: &[&str] = &[
     "messages",
     "deflate",
     "payload",
+    "tls-ca",
+    "tls-resume",
+    "conns-parallel",
 ];
 /// Connects and handshakes in flight at once while opening connections.
 const MAX_IN_FLIGHT: usize = 256;
@@ -95,11 +119,12 @@ fn main() {
         "idle" => idle(&flags),
         "chat" => chat(&flags),
         "topic" => topic(&flags),
+        "handshakes" => handshakes(&flags),
         "probe" => probe(&flags),
         "free-port" => free_port(),
         _ => wsloop_peers::usage_exit(
             USAGE,
-            "first argument: echo, broadcast, idle, chat, topic, probe or free-port",
+            "first argument: echo, broadcast, idle, chat, topic, handshakes, probe or free-port",
         ),
     };
     if let Err(e) = result {
@@ -121,9 +146,14 @@ struct Pool {
 impl Pool {
     /// Opens `n` connections to `addr` and completes every handshake; a message before any was
     /// sent is an error. `offer`: the extensions every upgrade request offers, which the server
-    /// must accept on every connection.
-    fn open(addr: SocketAddr, n: usize, offer: Option<&str>) -> Result<Pool, String> {
-        Pool::open_with(&[addr], n, offer, &mut |_, _, _| {
+    /// must accept on every connection. `tls`: every connection is `wss://`.
+    fn open(
+        addr: SocketAddr,
+        n: usize,
+        offer: Option<&str>,
+        tls: Option<&TlsClient>,
+    ) -> Result<Pool, String> {
+        Pool::open_with(&[addr], n, offer, tls, &mut |_, _, _| {
             Err(io::Error::other("message before any was sent"))
         })
     }
@@ -134,6 +164,7 @@ impl Pool {
         addrs: &[SocketAddr],
         n: usize,
         offer: Option<&str>,
+        tls: Option<&TlsClient>,
         early: &mut OnMessage<'_>,
     ) -> Result<Pool, String> {
         // A plain blocking connect first, so that an absent server is one clear error.
@@ -152,7 +183,7 @@ impl Pool {
             while pool.clients.len() < n && pool.clients.len() - open < MAX_IN_FLIGHT {
                 let token = Token(pool.clients.len());
                 let addr = addrs[token.0 % addrs.len()];
-                let mut client = Client::connect_offering(addr, offer)
+                let mut client = Client::connect_with(addr, offer, tls)
                     .map_err(|e| format!("connect #{} to {addr}: {e}", token.0))?;
                 client.tag = token.0;
                 let interest = Interest::READABLE | Interest::WRITABLE;
@@ -359,6 +390,8 @@ struct Common {
     deflate: bool,
     /// `--payload json`: the chatroom's JSON instead of the sample text.
     json: bool,
+    /// `--tls-ca FILE`: every connection is `wss://`, trusting the certificates in FILE.
+    tls: Option<TlsClient>,
 }
 
 /// zlib's level for the messages the load generator compresses (once each).
@@ -368,6 +401,20 @@ impl Common {
     /// The extensions to offer.
     fn offer(&self) -> Option<&'static str> {
         self.deflate.then_some(DEFLATE_OFFER)
+    }
+
+    /// `--tls-ca`'s client configuration, if given.
+    fn tls(&self) -> Option<&TlsClient> {
+        self.tls.as_ref()
+    }
+
+    /// The RESULT line's word on TLS: ` tls=1` for wss:// runs, nothing for plain ones.
+    fn tls_kv(&self) -> &'static str {
+        if self.tls.is_some() {
+            " tls=1"
+        } else {
+            ""
+        }
     }
 
     /// The payload every connection sends, and its masked frame, encoded once: compressed (RSV1,
@@ -482,6 +529,20 @@ fn common(flags: &Flags) -> Common {
                 &format!("--payload is sample or json, not {other:?}"),
             ),
         },
+        tls: flags.opt("tls-ca").map(|ca| {
+            let resume = match flags.opt("tls-resume").unwrap_or("off") {
+                "on" => true,
+                "off" => false,
+                other => wsloop_peers::usage_exit(
+                    USAGE,
+                    &format!("--tls-resume is on or off, not {other:?}"),
+                ),
+            };
+            TlsClient::from_ca_file(ca, resume).unwrap_or_else(|e| {
+                eprintln!("loadgen: --tls-ca {e}");
+                std::process::exit(2)
+            })
+        }),
     };
     let limit = raise_nofile_limit(c.conns as u64 + 256);
     if limit < c.conns as u64 + 16 {
@@ -498,7 +559,7 @@ fn common(flags: &Flags) -> Common {
 
 fn echo(flags: &Flags) -> Result<(), String> {
     let c = common(flags);
-    let mut pool = Pool::open(c.addr, c.conns, c.offer())?;
+    let mut pool = Pool::open(c.addr, c.conns, c.offer(), c.tls())?;
     let (expected, frame) = c.message(&pool);
 
     let start = Instant::now();
@@ -568,8 +629,8 @@ fn echo(flags: &Flags) -> Result<(), String> {
     wire.print();
     let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=echo conns={} size={} msgs={msgs} secs={wall:.3} msgs_per_s={rate:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} {cpu}{wire_kv}",
-        c.conns, c.size, us(pct(0.50)), us(pct(0.99)), us(latencies.last())
+        "RESULT mode=echo conns={} size={} msgs={msgs} secs={wall:.3} msgs_per_s={rate:.0} p50_us={:.1} p99_us={:.1} max_us={:.1} {cpu}{wire_kv}{}",
+        c.conns, c.size, us(pct(0.50)), us(pct(0.99)), us(latencies.last()), c.tls_kv()
     );
     Ok(())
 }
@@ -580,7 +641,7 @@ fn echo(flags: &Flags) -> Result<(), String> {
 fn broadcast(flags: &Flags) -> Result<(), String> {
     let c = common(flags);
     let max_rounds: u64 = flags.get("max-rounds", 100_000);
-    let mut pool = Pool::open(c.addr, c.conns, c.offer())?;
+    let mut pool = Pool::open(c.addr, c.conns, c.offer(), c.tls())?;
     let n = c.conns;
     let senders = flags.get("senders", n).clamp(1, n);
     let sender_conn = |j: usize| j * n / senders;
@@ -692,8 +753,8 @@ fn broadcast(flags: &Flags) -> Result<(), String> {
     wire.print();
     let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=broadcast conns={n} senders={senders} size={} rounds={rounds} secs={wall:.3} rounds_per_s={:.2} deliveries_per_s={:.0} round_p50_ms={:.3} round_p99_ms={:.3} {cpu}{wire_kv}",
-        c.size, rounds as f64 / wall, deliveries / wall, ms(0.5), ms(0.99)
+        "RESULT mode=broadcast conns={n} senders={senders} size={} rounds={rounds} secs={wall:.3} rounds_per_s={:.2} deliveries_per_s={:.0} round_p50_ms={:.3} round_p99_ms={:.3} {cpu}{wire_kv}{}",
+        c.size, rounds as f64 / wall, deliveries / wall, ms(0.5), ms(0.99), c.tls_kv()
     );
     Ok(())
 }
@@ -706,7 +767,7 @@ fn idle(flags: &Flags) -> Result<(), String> {
     let rss = || process_rss_bytes(pid).ok_or(format!("cannot read /proc/{pid}/status"));
     let settle = || std::thread::sleep(Duration::from_millis(500));
     let before = rss()?;
-    let mut pool = Pool::open(c.addr, c.conns, c.offer())?;
+    let mut pool = Pool::open(c.addr, c.conns, c.offer(), c.tls())?;
     settle();
     let open = rss()?;
 
@@ -754,8 +815,8 @@ fn idle(flags: &Flags) -> Result<(), String> {
     wire.print();
     let wire_kv = &wire.kv;
     println!(
-        "RESULT mode=idle conns={} size={} rss_before={before} rss_open={open} rss_used={used} rss_closed={after} bytes_per_conn_open={:.0} bytes_per_conn_used={:.0}{wire_kv}",
-        c.conns, c.size, per(open), per(used)
+        "RESULT mode=idle conns={} size={} rss_before={before} rss_open={open} rss_used={used} rss_closed={after} bytes_per_conn_open={:.0} bytes_per_conn_used={:.0}{wire_kv}{}",
+        c.conns, c.size, per(open), per(used), c.tls_kv()
     );
     Ok(())
 }
@@ -898,7 +959,7 @@ fn chat(flags: &Flags) -> Result<(), String> {
     // Sender j is user j * n / senders: one sender is user 0, on the first node; all: every user.
     let sender_conn = |j: usize| j * n / senders;
 
-    let mut pool = Pool::open_with(&addrs, n, c.offer(), &mut |_, _, _| Ok(()))?;
+    let mut pool = Pool::open_with(&addrs, n, c.offer(), c.tls(), &mut |_, _, _| Ok(()))?;
     // The join notices (n² of them) settle first: until nothing has arrived for 300 ms.
     let deadline = Instant::now() + STEP_TIMEOUT;
     let mut quiet_since = Instant::now();
@@ -1117,7 +1178,7 @@ fn topic(flags: &Flags) -> Result<(), String> {
     let is_quiet = |tag: usize| !matches!(roles[tag], Role::Subscriber(_));
     let (mut stray_msgs, mut stray_bytes) = (0u64, 0usize);
 
-    let mut pool = Pool::open(c.addr, n, c.offer())?;
+    let mut pool = Pool::open(c.addr, n, c.offer(), c.tls())?;
     let mut frame = Vec::with_capacity(size + 14);
     encode_masked(
         &mut frame,
@@ -1334,6 +1395,152 @@ fn report_cpu(wall: f64, own: f64, server: Option<ServerCpu>, units: f64, unit: 
         println!("warning: loadgen used a whole core while the server had time to spare: the rate above is loadgen's limit, not the server's");
     }
     kv
+}
+
+/// Where a connection of a handshakes run is: the upgrade (TLS first, if asked) is under way, its
+/// echo is awaited, or its close is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Upgrading,
+    Echoing,
+    Closing,
+}
+
+/// One connection of a handshakes run: the client, its step and when it was started.
+struct Attempt {
+    client: Client,
+    step: Step,
+    started: Instant,
+}
+
+/// New connections, `--conns-parallel` in flight, each doing the whole life of a short WebSocket
+/// connection: connect, TLS (with `--tls-ca`), upgrade, one echo, close. Each that completes makes
+/// room for the next, in the same slot (and token).
+fn handshakes(flags: &Flags) -> Result<(), String> {
+    let c = common(flags);
+    let parallel: usize = flags.get("conns-parallel", 16usize).clamp(1, 4096);
+    let payload = sample_payload(c.size, true);
+    let mut frame = Vec::with_capacity(c.size + 14);
+    encode_masked(
+        &mut frame,
+        true,
+        OP_TEXT,
+        &payload,
+        [0x37, 0xfa, 0x21, 0x3d],
+    );
+    // A plain blocking connect first, so that an absent server is one clear error.
+    TcpStream::connect_timeout(&c.addr, Duration::from_secs(2))
+        .map_err(|e| format!("cannot connect to {}: {e} (is the server running?)", c.addr))?;
+
+    let mut poll = Poll::new().map_err(str_err)?;
+    let mut events = Events::with_capacity(1024);
+    let start_one = |poll: &Poll, slot: usize| -> Result<Attempt, String> {
+        let mut client = Client::connect_with(c.addr, None, c.tls())
+            .map_err(|e| format!("connect to {}: {e}", c.addr))?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        poll.registry()
+            .register(&mut client.stream, Token(slot), interest)
+            .map_err(str_err)?;
+        Ok(Attempt {
+            client,
+            step: Step::Upgrading,
+            started: Instant::now(),
+        })
+    };
+    let mut slots: Vec<Attempt> = Vec::with_capacity(parallel);
+    for slot in 0..parallel {
+        slots.push(start_one(&poll, slot)?);
+    }
+
+    let start = Instant::now();
+    let (measure_from, stop_at) = (start + c.warmup, start + c.warmup + c.secs);
+    let mut window: Option<CpuWindow> = None;
+    let mut durations: Vec<u64> = Vec::with_capacity(1 << 20);
+    let mut total = 0u64;
+    let mut last_progress = Instant::now();
+    let measured = loop {
+        let now = Instant::now();
+        if window.is_none() && now >= measure_from {
+            window = Some(CpuWindow::start(c.server_pid));
+        }
+        if now >= stop_at {
+            break window
+                .as_ref()
+                .expect("window starts before it stops")
+                .end();
+        }
+        if now > last_progress + STEP_TIMEOUT {
+            return Err(format!(
+                "no connection completed for {STEP_TIMEOUT:?} ({total} so far)"
+            ));
+        }
+        let wait = stop_at
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(50));
+        match poll.poll(&mut events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(str_err(e)),
+        }
+        let counting = window.is_some();
+        for event in events.iter() {
+            let slot = event.token().0;
+            let attempt = &mut slots[slot];
+            let client = &mut attempt.client;
+            let mut result = if event.is_writable() || client.phase == Phase::Connecting {
+                client.on_writable()
+            } else {
+                Ok(())
+            };
+            let step = &mut attempt.step;
+            if result.is_ok() && event.is_readable() {
+                result = client.on_readable(|client, op, got| {
+                    if *step != Step::Echoing || op != OP_TEXT || got != payload.as_slice() {
+                        return Err(io::Error::other("a message other than the echo awaited"));
+                    }
+                    *step = Step::Closing;
+                    client.send_close()
+                });
+            }
+            // The upgrade's answer came: the one message.
+            if result.is_ok() && *step == Step::Upgrading && client.phase == Phase::Open {
+                *step = Step::Echoing;
+                result = client.send(&frame);
+            }
+            result.map_err(|e| format!("connection #{total} (slot {slot}): {e}"))?;
+            if client.closed {
+                let now = Instant::now();
+                if counting && now < stop_at {
+                    durations.push((now - attempt.started).as_nanos() as u64);
+                }
+                total += 1;
+                last_progress = now;
+                // Out of the poll before its token goes to the next one; dropped by the replacing.
+                let _ = poll.registry().deregister(&mut attempt.client.stream);
+                *attempt = start_one(&poll, slot)?;
+            }
+        }
+    };
+    let (wall, own, server) = measured;
+    let count = durations.len();
+    durations.sort_unstable();
+    let pct = |q: f64| {
+        durations
+            .get(((count as f64 * q) as usize).min(count.saturating_sub(1)))
+            .map_or(0.0, |&ns| ns as f64 / 1000.0)
+    };
+    let rate = count as f64 / wall;
+    let tls = if c.tls.is_some() { "wss" } else { "ws" };
+    println!(
+        "handshakes ({tls}, {parallel} in flight, one {} B echo each): {count} in {wall:.2} s = {rate:.0} per s; each took p50 {:.0} us, p99 {:.0} us",
+        c.size, pct(0.5), pct(0.99)
+    );
+    let cpu = report_cpu(wall, own, server, count as f64, "handshake");
+    println!(
+        "RESULT mode=handshakes parallel={parallel} size={} handshakes={count} secs={wall:.3} handshakes_per_s={rate:.0} p50_us={:.1} p99_us={:.1} {cpu}{}",
+        c.size, pct(0.5), pct(0.99), c.tls_kv()
+    );
+    Ok(())
 }
 
 fn probe(flags: &Flags) -> Result<(), String> {
