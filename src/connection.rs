@@ -366,6 +366,15 @@ impl Connection {
         }
     }
 
+    /// Bytes still to go out: queued, or (with TLS) records waiting in the session.
+    pub fn has_unsent(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
+            return true;
+        }
+        self.buffered() > 0
+    }
+
     /// Whether the connection's bytes go through TLS.
     pub fn is_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -410,7 +419,11 @@ impl Connection {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_deref_mut() {
             let read = tls.read(&self.stream, buf);
-            if read.is_ok() {
+            let flush_too = match &read {
+                Ok(_) => true,
+                Err(e) => crate::error::would_block(e),
+            };
+            if flush_too {
                 tls.flush(&self.stream)?;
             }
             return read;

@@ -371,7 +371,7 @@ impl Server {
                     // right after its last request (a close frame, a plain GET), so what is queued for it is still
                     // written out (within the close timeout); then the connection closes, with nothing more to
                     // wait for from the peer.
-                    if conn.buffered() == 0 || conn.is_write_shut {
+                    if !conn.has_unsent() || conn.is_write_shut {
                         self.close(handler, key, End::DROPPED);
                     } else {
                         conn.is_read_eof = true;

@@ -251,10 +251,11 @@ impl Session {
     pub fn read(&mut self, stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         let mut filled = 0;
         let mut is_drained = false;
+        let mut is_empty = false;
         loop {
             // First what the session has decrypted already.
             match self.tls.reader().read(&mut buf[filled..]) {
-                Ok(0) => return Ok((filled, false)), // the peer's close_notify
+                Ok(0) => return Ok((filled, filled > 0)), // the peer's close_notify: seen by the next call
                 Ok(n) => {
                     filled += n;
                     if filled == buf.len() {
@@ -273,7 +274,7 @@ impl Session {
             }
             // Then the next piece of ciphertext: what the last socket read left, else a new socket read.
             if self.input.is_none() {
-                if is_drained {
+                if is_empty || (is_drained && filled > 0) {
                     return match filled {
                         0 => Err(io::ErrorKind::WouldBlock.into()),
                         _ => Ok((filled, false)),
@@ -286,7 +287,7 @@ impl Session {
                     }
                     Ok(n) => is_drained = n < READ_SIZE,
                     Err(e) if would_block(&e) => {
-                        is_drained = true;
+                        is_empty = true;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -367,6 +368,11 @@ impl Session {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         self.tls.writer().write_vectored(slices)
+    }
+
+    /// Records wait for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.tls.wants_write()
     }
 
     /// Writes waiting records until none are left (`Ok(true)`) or the socket is full (`Ok(false)`).

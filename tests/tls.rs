@@ -494,3 +494,105 @@ fn the_chatroom_serves_its_page_over_https_and_its_room_over_wss() {
     };
     assert!(welcome.contains("\"welcome\""), "{welcome}");
 }
+
+/// How long the server takes to close `stream` (EOF or a reset), reading and dropping what it sends meanwhile.
+fn time_to_close(mut stream: TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_fin_right_behind_a_client_hello_is_seen_at_once() {
+    // The FIN comes with the ClientHello's bytes, and no new edge will announce it: the server must read on to it,
+    // as a plain server does for half a request and a FIN, not wait for its handshake timeout.
+    let timeout = Duration::from_secs(4);
+    let (server, cert) = tls_echo(Config::default().handshake_timeout(timeout));
+    let mut client = rustls::ClientConnection::new(
+        cert.client_config(),
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    let mut stream = connect_raw(server.addr);
+    stream.write_all(&hello).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let took = time_to_close(stream);
+    assert!(took < timeout / 2, "closed only after {took:?}");
+    still_serves_tls(server.addr, &cert);
+}
+
+#[test]
+fn a_close_notify_in_the_same_read_as_a_message_is_seen() {
+    let cert = TestCert::new();
+    let (ends, ended) = mpsc::channel();
+    let server = start(Config::default().tls(Some(cert.tls())), Ends(ends));
+    let mut ws = wss_client(server.addr, &cert.client_config());
+    ws.send(TMessage::text("hi")).unwrap();
+    assert_eq!(ws.read().unwrap(), TMessage::text("hi"));
+    // A frame and close_notify written together, and no FIN: the close_notify must not wait for one.
+    let stream = ws.get_mut();
+    stream
+        .conn
+        .writer()
+        .write_all(&masked(true, OpCode::Text, b"again"))
+        .unwrap();
+    stream.conn.send_close_notify();
+    while stream.conn.wants_write() {
+        stream.conn.write_tls(&mut stream.sock).unwrap();
+    }
+    let (_, by, status) = ended
+        .recv_timeout(TIMEOUT)
+        .expect("the close_notify that came behind a message was not noticed");
+    assert_eq!((by, status), (ClosedBy::Dropped, 1006));
+}
+
+/// A client whose socket takes 4 KiB at a time sends `n` messages of 4000 bytes without reading, half-closes, and
+/// then reads what comes back. Returns how many echoes it got.
+fn echoes_after_a_half_close(addr: SocketAddr, cert: &TestCert, n: usize) -> usize {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    let url = format!("wss://localhost:{}/", addr.port());
+    let (mut ws, _) = tungstenite::client(url, tls_over(stream, &cert.client_config())).unwrap();
+    let payload = vec![b'x'; 4000];
+    for _ in 0..n {
+        ws.send(TMessage::binary(payload.clone())).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    ws.get_ref()
+        .sock
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let mut got = 0;
+    while let Ok(message) = ws.read() {
+        got += usize::from(message.is_binary());
+    }
+    got
+}
+
+#[test]
+fn a_peer_that_half_closes_still_gets_every_record_the_session_holds() {
+    // When the peer's FIN arrives, what is left to write may sit in the TLS session (records the full socket did
+    // not take) with the queue already empty: it must still go out, as queued frames do, before the close.
+    let (server, cert) = tls_echo(Config::default().max_buffered(64 << 20));
+    // Which count leaves the queue empty and records in the session when the FIN comes depends on the socket
+    // buffers: a scan around what they hold (4 KiB for the client, the kernel's defaults for the server) finds it.
+    let lost: Vec<(usize, usize)> = (680..=820)
+        .step_by(2)
+        .map(|n| (n, echoes_after_a_half_close(server.addr, &cert, n)))
+        .filter(|&(n, got)| got != n)
+        .collect();
+    assert!(lost.is_empty(), "(sent, echoes received): {lost:?}");
+}
