@@ -414,11 +414,16 @@ impl Connection {
     /// is the peer's FIN (with TLS, its `close_notify`, or a FIN without one).
     ///
     /// With TLS the bytes are the plaintext the session decrypted, and what the session wants to write in answer
-    /// (its part of the TLS handshake, an alert) is written at once, as far as the socket takes it.
-    pub fn read_available(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    /// (its part of the TLS handshake, an alert) is written at once, as far as the socket takes it. `to_the_end`
+    /// says the peer's FIN was reported: a plain read's caller reads on to it; a TLS session must, itself.
+    pub fn read_available(
+        &mut self,
+        buf: &mut [u8],
+        to_the_end: bool,
+    ) -> io::Result<(usize, bool)> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_deref_mut() {
-            let read = tls.read(&self.stream, buf);
+            let read = tls.read(&self.stream, buf, to_the_end);
             let flush_too = match &read {
                 Ok(_) => true,
                 Err(e) => crate::error::would_block(e),
@@ -428,6 +433,8 @@ impl Connection {
             }
             return read;
         }
+        // Plain: whether a short read ends the batch is the caller's to judge, knowing `to_the_end`.
+        let _ = to_the_end;
         loop {
             match self.stream.read(buf) {
                 Err(e) if interrupted(&e) => continue,

@@ -363,7 +363,7 @@ impl Server {
             }
             let read = match behind {
                 Some(max) => conn.read_behind(max).map(|(n, room)| (n, n == room)),
-                None => conn.read_available(&mut scratch),
+                None => conn.read_available(&mut scratch, to_the_end),
             };
             let (n, may_have_more) = match read {
                 Ok((0, _)) => {

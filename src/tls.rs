@@ -248,10 +248,17 @@ impl Session {
     /// end: the peer's `close_notify`, or its FIN without one (a truncation the WebSocket layer notices anyway: its
     /// closing handshake is missing too). A peer that does not speak TLS gets the alert rustls chose, if the socket
     /// takes it, and an error carrying [`Failed`].
-    pub fn read(&mut self, stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    ///
+    /// `to_the_end` says the peer's FIN has been reported: then a short read proves nothing (the FIN may be right
+    /// behind it, and no new edge will announce it), and only `WouldBlock` or the end stops the reading.
+    pub fn read(
+        &mut self,
+        stream: &TcpStream,
+        buf: &mut [u8],
+        to_the_end: bool,
+    ) -> io::Result<(usize, bool)> {
         let mut filled = 0;
         let mut is_drained = false;
-        let mut is_empty = false;
         loop {
             // First what the session has decrypted already.
             match self.tls.reader().read(&mut buf[filled..]) {
@@ -274,7 +281,7 @@ impl Session {
             }
             // Then the next piece of ciphertext: what the last socket read left, else a new socket read.
             if self.input.is_none() {
-                if is_empty || (is_drained && filled > 0) {
+                if is_drained {
                     return match filled {
                         0 => Err(io::ErrorKind::WouldBlock.into()),
                         _ => Ok((filled, false)),
@@ -285,9 +292,9 @@ impl Session {
                         // The peer's FIN: rustls learns of it, and its reader says next time round how it ended.
                         self.tls.read_tls(&mut io::empty())?;
                     }
-                    Ok(n) => is_drained = n < READ_SIZE,
+                    Ok(n) => is_drained = n < READ_SIZE && !to_the_end,
                     Err(e) if would_block(&e) => {
-                        is_empty = true;
+                        is_drained = true;
                         continue;
                     }
                     Err(e) => return Err(e),
