@@ -335,15 +335,33 @@ impl Handler for Ends {
     }
 }
 
-#[test]
-fn a_peer_that_leaves_without_close_notify_is_closed_and_a_server_close_ends_with_one() {
+/// A TLS server reporting every connection's end, with `config`; its certificate; and the ends as they come.
+type EndsServer = (
+    common::TestServer,
+    TestCert,
+    mpsc::Receiver<(ConnId, ClosedBy, u16)>,
+);
+
+fn ends_server(config: Config) -> EndsServer {
     let cert = TestCert::new();
     let (ends, ended) = mpsc::channel();
-    let server = start(Config::default().tls(Some(cert.tls())), Ends(ends));
-    // The peer's FIN without close_notify or a close frame: 1006, dropped.
-    let mut ws = wss_client(server.addr, &cert.client_config());
+    let server = start(config.tls(Some(cert.tls())), Ends(ends));
+    (server, cert, ended)
+}
+
+/// A wss:// client whose first message came back.
+fn greeted(addr: SocketAddr, cert: &TestCert) -> common::tls::TlsClient {
+    let mut ws = wss_client(addr, &cert.client_config());
     ws.send(TMessage::text("hi")).unwrap();
     assert_eq!(ws.read().unwrap(), TMessage::text("hi"));
+    ws
+}
+
+#[test]
+fn a_peer_that_leaves_without_close_notify_is_closed_and_a_server_close_ends_with_one() {
+    let (server, cert, ended) = ends_server(Config::default());
+    // The peer's FIN without close_notify or a close frame: 1006, dropped.
+    let ws = greeted(server.addr, &cert);
     ws.get_ref()
         .sock
         .shutdown(std::net::Shutdown::Write)
@@ -389,12 +407,7 @@ fn a_peer_that_leaves_without_close_notify_is_closed_and_a_server_close_ends_wit
 
 #[test]
 fn a_slow_reader_over_tls_is_found_by_the_queue_limit() {
-    let cert = TestCert::new();
-    let (ends, ended) = mpsc::channel();
-    let config = Config::default()
-        .max_buffered(1 << 20)
-        .tls(Some(cert.tls()));
-    let server = start(config, Ends(ends));
+    let (server, cert, ended) = ends_server(Config::default().max_buffered(1 << 20));
     // The client sends and never reads: the echoes pile up in the server's queue, not in the TLS session.
     let mut ws = wss_client(server.addr, &cert.client_config());
     let chunk = vec![b'x'; 64 << 10];
@@ -532,12 +545,8 @@ fn a_fin_right_behind_a_client_hello_is_seen_at_once() {
 
 #[test]
 fn a_close_notify_in_the_same_read_as_a_message_is_seen() {
-    let cert = TestCert::new();
-    let (ends, ended) = mpsc::channel();
-    let server = start(Config::default().tls(Some(cert.tls())), Ends(ends));
-    let mut ws = wss_client(server.addr, &cert.client_config());
-    ws.send(TMessage::text("hi")).unwrap();
-    assert_eq!(ws.read().unwrap(), TMessage::text("hi"));
+    let (server, cert, ended) = ends_server(Config::default());
+    let mut ws = greeted(server.addr, &cert);
     // A frame and close_notify written together, and no FIN: the close_notify must not wait for one.
     let stream = ws.get_mut();
     stream
