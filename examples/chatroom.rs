@@ -6,6 +6,10 @@
 //! ```
 //!
 //! Then open <http://127.0.0.1:8080> in two browser windows and chat. Type `/nick NAME` to rename yourself.
+//! <http://127.0.0.1:8080/inspect> is the protocol inspector: chat there and see each frame your browser sent, byte
+//! for byte (masked, then unmasked), the frame the server sent back, and the handshake's arithmetic, each step linked
+//! to the source that does it (served at `/source/...`). <http://127.0.0.1:8080/stats> draws the server's figures
+//! live, and `/metrics` serves them to Prometheus (`--no-metrics` turns both off).
 //! Every event goes to the clients as a JSON text message with a `type`: `join`, `message`, `nick` or `leave`;
 //! a newcomer first gets `welcome` (its own id and name) and `history` (the last 50 messages); every few seconds
 //! `users` repeats the count (a timer). With `--threads N` the room runs on N loops, and with `--redis URL` on
@@ -21,12 +25,28 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use wsloop::handshake::{HttpResponse, Request};
+use wsloop::inspect::{Seen, Wire};
 use wsloop::{
-    CloseCode, Closed, Config, ConnId, Context, Handle, Handler, Loops, Message, TimerId,
+    Accept, CloseCode, Closed, Config, ConnId, Context, Handle, Handler, Loops, Message, TimerId,
 };
 
 /// The page every browser gets on `GET /`: plain HTML, CSS and JavaScript, no CDN.
 const PAGE: &str = include_str!("chatroom.html");
+/// The protocol inspector, on `GET /inspect`; its WebSocket, to `/inspect`, is a chat user whose wire it shows.
+const INSPECT_PAGE: &str = include_str!("inspect.html");
+/// The files the inspector's steps link to, served as they are on `GET /source/<path>`, so that the page leads into
+/// the code that did each step.
+const SOURCES: [(&str, &str); 6] = [
+    ("src/server.rs", include_str!("../src/server.rs")),
+    ("src/handshake.rs", include_str!("../src/handshake.rs")),
+    ("src/frame.rs", include_str!("../src/frame.rs")),
+    ("src/message.rs", include_str!("../src/message.rs")),
+    ("src/inbound.rs", include_str!("../src/inbound.rs")),
+    (
+        "src/server/outbound.rs",
+        include_str!("../src/server/outbound.rs"),
+    ),
+];
 /// Longest nickname, in characters.
 const MAX_NICK: usize = 32;
 /// Messages a newcomer is shown from before it came.
@@ -47,10 +67,49 @@ struct Chatroom {
 /// The PHP function table: `add`, `send`, `close` (plus serving the page, a timer, and what other nodes tell).
 impl Handler for Chatroom {
     fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
-        Some(match req.path() {
-            "/" | "/index.html" => HttpResponse::new(200, "text/html; charset=utf-8", PAGE),
+        let source = req.path().strip_prefix("/source/").and_then(|path| {
+            SOURCES
+                .iter()
+                .find(|(name, _)| *name == path)
+                .map(|(_, text)| *text)
+        });
+        Some(match (req.path(), source) {
+            ("/" | "/index.html", _) => HttpResponse::new(200, "text/html; charset=utf-8", PAGE),
+            ("/inspect", _) => HttpResponse::new(200, "text/html; charset=utf-8", INSPECT_PAGE),
+            (_, Some(text)) => HttpResponse::new(200, "text/plain; charset=utf-8", text),
             _ => HttpResponse::new(404, "text/plain; charset=utf-8", "not found\n"),
         })
+    }
+
+    /// A WebSocket to `/inspect` is the inspector page's: a user like any other, whose wire is shown to it.
+    fn accept(&mut self, req: &Request<'_>) -> Result<Accept, HttpResponse> {
+        Ok(match req.path() {
+            "/inspect" => Accept::new().inspect(),
+            _ => Accept::new(),
+        })
+    }
+
+    /// What crossed an inspector's wire, back to that inspector alone, as JSON the page decodes and draws.
+    fn inspect(&mut self, ws: &mut Handle<'_>, id: ConnId, seen: &Seen) {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let wire = |seen: &str, wire: &Wire| json!({"type": "inspect", "seen": seen, "hex": hex(&wire.bytes), "frame_len": wire.frame_len});
+        let record = match seen {
+            Seen::Handshake(hs) => json!({
+                "type": "inspect",
+                "seen": "handshake",
+                "request": text(&hs.request),
+                "key": hs.key,
+                "concatenated": hs.concatenated,
+                "sha1": hex(&hs.sha1),
+                "accept": hs.accept,
+                "response": text(&hs.response),
+            }),
+            Seen::Received(frame) => wire("received", frame),
+            Seen::Sent(frame) => wire("sent", frame),
+            _ => return,
+        };
+        ws.send(id, record.to_string());
     }
 
     /// A newcomer: a name, who they are and what they missed, then everyone (the newcomer too) hears of them.
@@ -169,6 +228,7 @@ fn main() {
     args::init_logging();
     let defaults = args::Args {
         deflate: true,
+        metrics: true,
         ..args::Args::new(8080, 100, 65536)
     };
     let args = args::parse("chatroom", defaults, true);
@@ -178,6 +238,7 @@ fn main() {
         .max_memory(args.max_memory)
         .max_message(args.max_message)
         .deflate(args.deflate())
+        .metrics(args.metrics)
         .tls(args.tls("chatroom"));
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =
@@ -194,11 +255,18 @@ fn main() {
     };
     let remote = loops.remote();
     ctrlc::set_handler(move || remote.stop()).expect("no other signal handler is installed");
+    let addr = loops.local_addr().expect("a bound listener has an address");
+    println!("chatroom on http{}://{addr}/ (Ctrl-C to stop)", args.s());
     println!(
-        "chatroom on http{}://{}/ (Ctrl-C to stop)",
-        args.s(),
-        loops.local_addr().expect("a bound listener has an address")
+        "  the protocol inspector: http{}://{addr}/inspect",
+        args.s()
     );
+    if args.metrics {
+        println!(
+            "  live figures: http{s}://{addr}/stats, Prometheus: http{s}://{addr}/metrics",
+            s = args.s()
+        );
+    }
     // Each loop gets a room of its own: its handler sees its own connections; what it broadcasts reaches all.
     if let Err(e) = loops.run(|_| Chatroom::default()) {
         eprintln!("chatroom: {e}");

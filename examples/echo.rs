@@ -33,6 +33,7 @@ fn main() {
         .max_users(args.max_users)
         .max_memory(args.max_memory)
         .deflate(args.deflate())
+        .metrics(args.metrics)
         .tls(args.tls("echo"));
     // One loop per thread, each with its own listener on the port (one thread: the PHP loop, on this one).
     let loops =

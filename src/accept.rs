@@ -25,6 +25,7 @@ use crate::handshake::Request;
 pub struct Accept {
     pub(crate) protocol: Option<String>,
     pub(crate) data: Option<Box<dyn Any + Send>>,
+    pub(crate) inspect: bool,
 }
 
 impl Accept {
@@ -45,6 +46,15 @@ impl Accept {
     /// connection one allocation of its size; a connection without data holds nothing for it.
     pub fn data<T: Any + Send>(mut self, data: T) -> Accept {
         self.data = Some(Box::new(data));
+        self
+    }
+
+    /// Inspects the connection: its handshake and the start of every frame it sends and is sent reach
+    /// [`Handler::inspect`](crate::Handler::inspect), for the application to show to that same connection (the
+    /// chatroom's `/inspect` page). It gets no permessage-deflate, so that its frames are RFC 6455's own. See
+    /// [`inspect`](crate::inspect) for the bounds.
+    pub fn inspect(mut self) -> Accept {
+        self.inspect = true;
         self
     }
 }

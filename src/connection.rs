@@ -237,7 +237,7 @@ impl Chunk {
     }
 
     /// What is left to write from `pos` on: the rest of the header, then the rest of the body.
-    fn parts(&self, pos: usize) -> [&[u8]; 2] {
+    pub fn parts(&self, pos: usize) -> [&[u8]; 2] {
         let (head, body) = (self.head.as_bytes(), self.body.as_slice());
         if pos < head.len() {
             [&head[pos..], body]
@@ -323,6 +323,10 @@ pub(crate) struct Connection {
     pub is_awaiting_pong: bool,
     /// Queued in the server's list of connections to flush.
     pub is_dirty: bool,
+    /// Watches the stats page's figures (`GET /stats`): served by the loop itself, never seen by the handler.
+    pub is_viewer: bool,
+    /// Accepted with [`crate::Accept::inspect`]: what crosses its wire is recorded (in the loop's `inspected`).
+    pub is_inspected: bool,
     /// What waits to be written; `None` when nothing does.
     out: Option<Box<Outbox>>,
     /// permessage-deflate, if the handshake agreed to it.
@@ -358,6 +362,8 @@ impl Connection {
             message_since: None,
             is_awaiting_pong: false,
             is_dirty: false,
+            is_viewer: false,
+            is_inspected: false,
             out: None,
             deflate: None,
             data: None,

@@ -70,6 +70,14 @@ pub trait Handler {
         let _ = (ws, id, payload);
     }
 
+    /// What crossed the wire of a connection accepted with [`Accept::inspect`]: its handshake, then the start of each
+    /// frame it sent (as it arrived, masked) and of each frame queued for it, in order, once per turn of the loop.
+    /// Show it to that connection alone (the chatroom sends it back as JSON). What this callback sends is not
+    /// recorded itself. Not part of the PHP function table.
+    fn inspect(&mut self, ws: &mut Handle<'_>, id: ConnId, seen: &crate::inspect::Seen) {
+        let _ = (ws, id, seen);
+    }
+
     /// A plain HTTP `GET` without any WebSocket header. Return a response to serve it; `None` answers 426.
     fn http(&mut self, req: &Request<'_>) -> Option<HttpResponse> {
         let _ = req;
@@ -381,10 +389,14 @@ impl Handle<'_> {
     }
 
     fn conn(&self, id: ConnId) -> Option<&Connection> {
-        self.conns.get(id.key()).filter(|c| c.id == id)
+        self.conns
+            .get(id.key())
+            .filter(|c| c.id == id && !c.is_viewer)
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
-        self.conns.get_mut(id.key()).filter(|c| c.id == id)
+        self.conns
+            .get_mut(id.key())
+            .filter(|c| c.id == id && !c.is_viewer)
     }
 }

@@ -106,8 +106,10 @@ pub mod error;
 pub mod frame;
 mod handler;
 pub mod handshake;
+pub mod inspect;
 mod loops;
 pub mod message;
+mod metrics;
 mod remote;
 mod server;
 #[cfg(feature = "tls")]

@@ -35,6 +35,7 @@ use crate::handler::{Action, Handle, Handler};
 use crate::handshake::{self, HttpResponse};
 use crate::inbound::Input;
 use crate::message::Event;
+use crate::metrics::{close_slot, Figures};
 use crate::remote::Remote;
 use crate::topics::Topics;
 use crate::Status;
@@ -43,7 +44,10 @@ mod budget;
 mod config;
 mod deflate;
 mod inbox;
+mod inspect;
 mod outbound;
+#[cfg(feature = "metrics")]
+mod stats;
 mod timers;
 
 pub use config::{Config, Stats};
@@ -108,6 +112,19 @@ pub struct Server {
     stats: Stats,
     /// What this loop's connections hold, against its share of `Config::max_memory`.
     memory: budget::Memory,
+    /// This loop's figures, shared with whoever reads them (`GET /metrics`, `GET /stats`); only this loop writes.
+    fig: Arc<Figures>,
+    /// What inspected connections' wires carried, for `Handler::inspect` (`server/inspect.rs`).
+    inspector: inspect::Inspector,
+    /// Stats sockets (`GET /stats`) of this loop (`server/stats.rs`).
+    #[cfg(feature = "metrics")]
+    viewers: Vec<usize>,
+    /// When the figures next go to the stats sockets (`None` while nobody watches).
+    #[cfg(feature = "metrics")]
+    stats_due: Option<Instant>,
+    /// The turn histogram as last pushed, for the 99th percentile of the second since.
+    #[cfg(feature = "metrics")]
+    last_turns: [u64; crate::metrics::TURN_BOUNDS_NS.len() + 1],
 }
 
 impl Server {
@@ -142,6 +159,7 @@ impl Server {
         loops: usize,
     ) -> Server {
         let memory = budget::Memory::new(config.max_memory / loops.max(1));
+        let fig = bus.figures()[loop_index].clone();
         let limits = Limits {
             max_payload: config.max_message as u64,
             require_mask: true,
@@ -174,6 +192,14 @@ impl Server {
             stopping_since: None,
             stats: Stats::default(),
             memory,
+            fig,
+            inspector: inspect::Inspector::default(),
+            #[cfg(feature = "metrics")]
+            viewers: Vec::new(),
+            #[cfg(feature = "metrics")]
+            stats_due: None,
+            #[cfg(feature = "metrics")]
+            last_turns: Default::default(),
         }
     }
 
@@ -251,6 +277,7 @@ impl Server {
             }
             self.fire_timers(&mut handler);
             self.settle(&mut handler);
+            self.end_turn(&mut handler);
             if self.stopping_since.is_some() && self.conns.is_empty() {
                 break;
             }
@@ -266,6 +293,26 @@ impl Server {
             self.stats.peak_buffered
         );
         Ok(())
+    }
+
+    /// The end of a turn: what inspected connections' wires carried goes to `Handler::inspect`, the figures to the
+    /// stats sockets if a second has passed, and the turn is counted.
+    fn end_turn<H: Handler>(&mut self, handler: &mut H) {
+        if self.inspector.is_waiting() {
+            self.report_inspected(handler);
+            self.settle(handler);
+        }
+        #[cfg(feature = "metrics")]
+        if self.stats_due.is_some() {
+            self.push_stats();
+            self.flush_dirty(handler);
+        }
+        let fig = &self.fig;
+        fig.connections.set(self.conns.len() as u64);
+        fig.users.set(self.users as u64);
+        fig.held.set(self.memory.held as u64);
+        fig.queued.set(self.memory.out as u64);
+        fig.turn(self.now.elapsed());
     }
 
     /// Mirrors `add_accept()` in the PHP chatroom: accept the new socket and add it to the pool, not handshaked.
@@ -301,6 +348,7 @@ impl Server {
             failures_in_a_row = 0;
             if self.conns.len() - self.users >= self.config.max_pending {
                 self.stats.shed += 1;
+                self.fig.shed.add(1);
                 debug!(
                     "{peer} closed at once: {} connections already wait to complete a handshake",
                     self.config.max_pending
@@ -337,6 +385,7 @@ impl Server {
             }
             entry.insert(conn);
             self.stats.accepted += 1;
+            self.fig.accepted.add(1);
             self.arm(key, self.now + self.config.handshake_timeout);
             debug!("{id} accepted from {peer}");
         }
@@ -384,6 +433,7 @@ impl Server {
                 #[cfg(feature = "tls")]
                 Err(e) if crate::tls::failure(&e).is_some() => {
                     // Not TLS, or not TLS this server can speak: rustls sent the alert that fits.
+                    self.fig.tls_failed.add(1);
                     warn!("{} from {}: {e}; closed", conn.id, conn.peer);
                     self.close(handler, key, End::DROPPED);
                     break;
@@ -396,6 +446,7 @@ impl Server {
             };
             conn.last_seen = self.now;
             conn.is_awaiting_pong = false;
+            self.fig.bytes_in.add(n as u64);
             // Once our last frame is queued or sent, what the peer still sends is read and dropped.
             let is_draining = conn.closing == Some(Closing::Done);
             // Bytes read behind the buffer are where `receive` would have joined them to.
@@ -505,11 +556,21 @@ impl Server {
             if log::log_enabled!(log::Level::Trace) {
                 trace_frame(conn.id, "<", input.rest());
             }
+            let is_inspected = conn.is_inspected;
+            if is_inspected {
+                self.inspector.arriving(key, input.rest());
+            }
             // A frame still arriving is unmasked as far as it came, and fails fast on invalid text (§8.1).
             match input.next_event(&limits, || self.inflate_for(key)) {
                 Ok(Status::Partial) => break,
-                Ok(Status::Complete(None)) => {}
-                Ok(Status::Complete(Some(event))) => self.on_event(handler, key, event),
+                Ok(Status::Complete(event)) => {
+                    if is_inspected {
+                        self.inspector.decoded(key);
+                    }
+                    if let Some(event) = event {
+                        self.on_event(handler, key, event);
+                    }
+                }
                 Err(e) => self.fail(handler, key, e),
             }
         }
@@ -525,8 +586,11 @@ impl Server {
         match event {
             // After our close frame, data that still arrives is dropped (§7.1.2).
             Event::Message(_) | Event::Ping(_) if conn.closing.is_some() => {}
+            // A stats socket only listens: what it sends is not for the handler.
+            Event::Message(_) | Event::Pong(_) if conn.is_viewer => {}
             Event::Message(msg) => {
                 conn.message_since = None;
+                self.fig.messages_in.add(1);
                 handler.send(&mut self.handle(), id, msg);
                 self.apply_actions(handler);
             }
@@ -536,6 +600,9 @@ impl Server {
                 let mut pong = Vec::with_capacity(2 + payload.len());
                 frame::encode(&mut pong, true, OpCode::Pong, payload);
                 trace_frame(id, ">", &pong);
+                if conn.is_inspected && !self.inspector.is_reporting() {
+                    self.inspector.sent(key, &Chunk::owned(pong.clone()));
+                }
                 conn.push_pong(pong);
                 self.mark_dirty(key);
             }
@@ -550,6 +617,7 @@ impl Server {
                     // §5.5.1: answer with a close frame echoing the status code, after everything already queued.
                     let code = close.map(|(code, _)| code);
                     debug!("{id} sent close {code:?}");
+                    self.fig.closes_in[close_slot(code)].add(1);
                     self.queue_close(key, code, "");
                     let end = End {
                         by: ClosedBy::Peer,
@@ -560,6 +628,7 @@ impl Server {
                 }
                 Some(_) => {
                     // The peer answered our close: §7.1.1, the server closes the TCP connection first.
+                    self.fig.closes_in[close_slot(close.map(|(code, _)| code))].add(1);
                     conn.closing = Some(Closing::Done);
                     self.mark_dirty(key);
                 }
@@ -585,6 +654,11 @@ impl Server {
             // Plain HTTP: the user's page (the chatroom's HTML), or 426 telling the client what this server is.
             if req.method != "GET" {
                 self.refuse(key, &HandshakeError::NotGet);
+                return Some(0);
+            }
+            #[cfg(feature = "metrics")]
+            if let Some(page) = self.metrics_page(&req) {
+                self.finish_http(key, page.into_bytes());
                 return Some(0);
             }
             match handler.http(&req) {
@@ -620,11 +694,23 @@ impl Server {
                 return Some(0);
             }
         }
+        #[cfg(feature = "metrics")]
+        if self.is_stats_socket(&req) {
+            if let Err(e) = self.add_viewer(key, ws_key) {
+                self.refuse(key, &e);
+                return Some(0);
+            }
+            return Some(head_len);
+        }
         if self.bus.users() >= self.config.max_users || self.stopping_since.is_some() {
             self.refuse(key, &HandshakeError::TooManyUsers);
             return Some(0);
         }
-        let Accept { protocol, data } = match handler.accept(&req) {
+        let Accept {
+            protocol,
+            data,
+            inspect,
+        } = match handler.accept(&req) {
             Ok(accept) => accept,
             Err(refusal) => {
                 self.refuse_as(key, &req, refusal);
@@ -649,18 +735,26 @@ impl Server {
             self.refuse(key, &HandshakeError::TooManyUsers);
             return Some(0);
         }
-        // RFC 7692: the first permessage-deflate offer the settings can honour, or none (declined by silence).
-        let deflate = self.config.deflate.as_ref().and_then(|settings| {
-            crate::deflate::negotiate(req.headers_named("Sec-WebSocket-Extensions"), settings)
-        });
-        let conn = &mut self.conns[key];
+        // RFC 7692: the first permessage-deflate offer the settings can honour, or none (declined by silence). An
+        // inspected connection is shown RFC 6455's frames as they are: no compression.
+        let deflate = self
+            .config
+            .deflate
+            .as_ref()
+            .filter(|_| !inspect)
+            .and_then(|settings| {
+                crate::deflate::negotiate(req.headers_named("Sec-WebSocket-Extensions"), settings)
+            });
         let answer = deflate.as_ref().map(|(_, answer)| answer.as_str());
+        let response = handshake::switching_protocols(ws_key, protocol.as_deref(), answer);
+        if inspect {
+            let seen = crate::inspect::Handshake::new(&input[..head_len], ws_key, &response);
+            self.inspector.start(key, seen);
+            self.conns[key].is_inspected = true;
+        }
+        let conn = &mut self.conns[key];
         // A control chunk: nothing may jump ahead of the 101 or discard it (the queue is empty, so it is first).
-        conn.push_control(handshake::switching_protocols(
-            ws_key,
-            protocol.as_deref(),
-            answer,
-        ));
+        conn.push_control(response);
         let is_compressed = deflate.is_some();
         if let Some((params, answer)) = deflate {
             debug!("{} permessage-deflate: {answer}", conn.id);
@@ -672,6 +766,7 @@ impl Server {
         debug!("{id} handshake done: {} {}", req.method, req.target);
         self.users += 1;
         self.stats.handshakes += 1;
+        self.fig.handshakes.add(1);
         self.mark_dirty(key);
         match self.config.idle_timeout {
             Some(idle) => self.arm(key, self.now + idle),
@@ -693,6 +788,7 @@ impl Server {
             conn.peer,
             error.status()
         );
+        self.fig.refused(error.status());
         self.finish_http(key, handshake::reject(error));
     }
 
@@ -718,6 +814,7 @@ impl Server {
             "{id} handshake from {} refused by the application: {} {}",
             self.conns[key].peer, response.status, req.target
         );
+        self.fig.refused(response.status);
         self.finish_http(key, response.into_bytes());
     }
 
@@ -777,12 +874,16 @@ impl Server {
     ) {
         let conn = &mut self.conns[key];
         let was_open = conn.is_open();
+        let is_viewer = conn.is_viewer;
         conn.closing = Some(closing);
         let id = conn.id;
         let data = conn.data.take().map(|data| *data);
         self.arm(key, self.now + self.config.close_timeout);
         self.mark_dirty(key);
-        if was_open {
+        if is_viewer {
+            #[cfg(feature = "metrics")]
+            self.forget_viewer(key);
+        } else if was_open {
             self.leave(key);
             self.close_callback(handler, id, end, data);
         }
@@ -798,7 +899,13 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.uncount(conn.held_in, conn.counted_out());
         debug!("{} closed ({} bytes left unsent)", conn.id, conn.buffered());
-        if conn.is_open() {
+        if conn.is_inspected {
+            self.inspector.forget(key);
+        }
+        if conn.is_viewer {
+            #[cfg(feature = "metrics")]
+            self.forget_viewer(key);
+        } else if conn.is_open() {
             self.leave(key);
             self.close_callback(handler, conn.id, end, conn.data.take().map(|data| *data));
         }

@@ -1,5 +1,6 @@
 //! Command-line flags shared by the examples: `--host`, `--port`, `--max-users`, `--max-memory`, `--threads`,
-//! `--deflate` (on in the chatroom, which takes `--no-deflate` instead), `--tls-cert` and `--tls-key` (wss://) and,
+//! `--deflate` (on in the chatroom, which takes `--no-deflate` instead), `--metrics` (`GET /metrics` and `GET /stats`;
+//! on in the chatroom, which takes `--no-metrics` instead), `--tls-cert` and `--tls-key` (wss://) and,
 //! for the chatroom, `--max-message` and `--redis`.
 
 use std::process::exit;
@@ -30,6 +31,8 @@ pub struct Args {
     /// chain and private key, in PEM.
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// `GET /metrics` and `GET /stats` (`Config::metrics`).
+    pub metrics: bool,
 }
 
 impl Args {
@@ -81,6 +84,7 @@ impl Args {
             deflate_dedicated: None,
             tls_cert: None,
             tls_key: None,
+            metrics: false,
         }
     }
 }
@@ -90,9 +94,10 @@ impl Args {
 pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
     let usage = format!(
         "usage: cargo run --example {name} -- [--host ADDR] [--port N] [--max-users N] [--max-memory BYTES] \
-         [--threads N] [--tls-cert FILE --tls-key FILE] {}{}\n\
+         [--threads N] [--tls-cert FILE --tls-key FILE] {} {}{}\n\
          defaults: --host {} --port {} --max-users {} --max-memory {} --threads {}{}",
         if is_chatroom { "[--no-deflate]" } else { "[--deflate | --deflate-dedicated KIB]" },
+        if is_chatroom { "[--no-metrics]" } else { "[--metrics]" },
         if is_chatroom {
             " [--max-message BYTES] [--redis redis://HOST:PORT [--redis-maxlen N] [--redis-pending N]]"
         } else {
@@ -128,6 +133,16 @@ pub fn parse(name: &str, defaults: Args, is_chatroom: bool) -> Args {
             }
         {
             args.deflate = !is_chatroom;
+            continue;
+        }
+        if flag
+            == if is_chatroom {
+                "--no-metrics"
+            } else {
+                "--metrics"
+            }
+        {
+            args.metrics = !is_chatroom;
             continue;
         }
         let known = [

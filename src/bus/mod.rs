@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use log::warn;
 use mio::Waker;
@@ -27,6 +27,7 @@ use mio::Waker;
 use crate::error::RemoteError;
 use crate::frame::OpCode;
 use crate::handler::{Action, Outgoing};
+use crate::metrics::Figures;
 
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
@@ -68,6 +69,8 @@ struct InboxState {
 /// What the loops of one server share.
 pub(crate) struct Bus {
     inboxes: Vec<Inbox>,
+    /// Each loop's figures, which only that loop writes and anyone may read (`metrics/mod.rs`).
+    figures: Vec<Arc<Figures>>,
     /// Held while a publish is pushed into every inbox: this is what gives publishes their one order.
     order: Mutex<()>,
     /// Commands from other threads an inbox holds at most (`Config::remote_queue`).
@@ -110,6 +113,7 @@ fn wake(inbox: &Inbox) {
 impl Bus {
     pub fn new(wakers: Vec<Waker>, capacity: usize) -> Bus {
         Bus {
+            figures: wakers.iter().map(|_| Arc::default()).collect(),
             inboxes: wakers
                 .into_iter()
                 .map(|waker| Inbox {
@@ -125,6 +129,11 @@ impl Bus {
             relay: OnceLock::new(),
             is_stopped: AtomicBool::new(false),
         }
+    }
+
+    /// Every loop's figures, in loop order.
+    pub fn figures(&self) -> &[Arc<Figures>] {
+        &self.figures
     }
 
     /// Joins this bus to other nodes through `relay`, before any loop runs. Connection ids start at `first_serial`.

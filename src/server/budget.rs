@@ -33,6 +33,8 @@ pub(crate) struct Memory {
     pub limit: usize,
     /// What the loop's connections hold, as last recorded.
     pub held: usize,
+    /// The part of `held` that is queued for peers.
+    pub out: usize,
     /// A growth past this looks for connections to close: `limit`, or, after a look that could not bring the count
     /// under it (the rest held by connections under `MIN_VICTIM`, or by ones already closing), the count then plus
     /// `MIN_VICTIM`, so that the slab is not walked again for every byte that arrives meanwhile.
@@ -44,6 +46,7 @@ impl Memory {
         Memory {
             limit,
             held: 0,
+            out: 0,
             check_above: limit,
         }
     }
@@ -62,6 +65,13 @@ impl Memory {
             }
             false
         }
+    }
+
+    /// A connection's queue went from `was` to `now` bytes ([`Memory::change`], for the outbound side).
+    #[inline]
+    pub fn change_out(&mut self, was: usize, now: usize) -> bool {
+        self.out = self.out + now - was;
+        self.change(was, now)
     }
 
     /// A look for connections to close is over: the next one is due when the count grows past the budget again, or,
@@ -123,12 +133,13 @@ impl Server {
         };
         let (was, now) = (conn.counted_out(), conn.buffered());
         conn.set_counted_out(now);
-        self.memory.change(was, now);
+        self.memory.change_out(was, now);
     }
 
     /// A connection goes: what it was counted for goes with it.
     pub(super) fn uncount(&mut self, held_in: usize, counted_out: usize) {
-        self.memory.change(held_in + counted_out, 0);
+        self.memory.change(held_in, 0);
+        self.memory.change_out(counted_out, 0);
     }
 
     /// The loop holds more than its budget: close the connections holding the most until it no longer does (or no
@@ -181,6 +192,7 @@ impl Server {
         self.recount_outbound(key);
         self.count_inbound(key);
         self.stats.over_budget += 1;
+        self.fig.over_budget.add(1);
         let conn = &self.conns[key];
         warn!(
             "{} from {} over the memory budget: it held {} bytes ({inbound} of a message arriving, {outbound} queued \

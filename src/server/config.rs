@@ -68,6 +68,12 @@ pub struct Config {
     /// same loop; `None` (the default) serves plain `ws://`. The handshake timeout covers the TLS handshake too.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::Tls>,
+    /// `GET /metrics` (the figures of every loop in the Prometheus text format) and `GET /stats` (a page that draws
+    /// them live, pushed over a WebSocket to `/stats` once a second), served on the WebSocket's port by the loop
+    /// itself, before the handler's [`http`](crate::Handler::http) sees a request. Off by default: they tell anyone
+    /// who can reach the port how busy the server is.
+    #[cfg(feature = "metrics")]
+    pub metrics: bool,
 }
 
 impl Default for Config {
@@ -89,6 +95,8 @@ impl Default for Config {
             deflate: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "metrics")]
+            metrics: false,
         }
     }
 }
@@ -175,6 +183,13 @@ impl Config {
     /// Sets [`Config::deflate`].
     pub fn deflate(mut self, deflate: Option<crate::deflate::Deflate>) -> Config {
         self.deflate = deflate;
+        self
+    }
+
+    /// Sets [`Config::metrics`].
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: bool) -> Config {
+        self.metrics = metrics;
         self
     }
 

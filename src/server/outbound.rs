@@ -17,6 +17,7 @@ use crate::connection::{Chunk, Closing, ConnId};
 use crate::error::close_code;
 use crate::frame::{self, Head, Limits, OpCode};
 use crate::handler::Handler;
+use crate::metrics::close_slot;
 use crate::Status;
 
 /// §5.5: a close reason must fit in a 125-byte control payload after the 2-byte code.
@@ -32,9 +33,14 @@ impl Server {
         }
         let mut close = Vec::with_capacity(2 + payload.len());
         frame::encode(&mut close, true, OpCode::Close, &payload);
+        let chunk = Chunk::owned(close);
         let conn = &mut self.conns[key];
-        trace_frame(conn.id, ">", &close);
-        conn.push(Chunk::owned(close));
+        trace_frame(conn.id, ">", chunk.parts(0)[0]);
+        self.fig.closes_out[close_slot(code)].add(1);
+        if conn.is_inspected {
+            self.inspector.sent(key, &chunk);
+        }
+        conn.push(chunk);
         self.mark_dirty(key);
     }
 
@@ -67,6 +73,7 @@ impl Server {
         }
         let mut variants = Variants::new(head, bytes);
         let settings = self.config.deflate;
+        let mut sent = 0;
         for key in self.topics.subscribers(topic) {
             // Subscriptions end when a connection stops being open, so every subscriber is open.
             let Some(conn) = self.conns.get_mut(key) else {
@@ -77,6 +84,10 @@ impl Server {
                 &mut self.streams,
                 settings.as_ref(),
             );
+            sent += 1;
+            if conn.is_inspected {
+                self.inspector.sent(key, &chunk);
+            }
             conn.push(chunk);
             self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
             if !conn.is_dirty {
@@ -84,6 +95,7 @@ impl Server {
                 self.dirty.push(key);
             }
         }
+        self.fig.messages_out.add(sent);
     }
 
     /// Queues one shared frame for every open connection: made once, its bytes shared by every queue.
@@ -94,12 +106,22 @@ impl Server {
         }
         let mut variants = Variants::new(head, bytes);
         let settings = self.config.deflate;
-        for (key, conn) in self.conns.iter_mut().filter(|(_, c)| c.is_open()) {
+        let mut sent = 0;
+        // Stats sockets are the loop's own, not users: a broadcast does not reach them.
+        for (key, conn) in self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| c.is_open() && !c.is_viewer)
+        {
             let chunk = variants.chunk(
                 conn.deflate.as_deref_mut(),
                 &mut self.streams,
                 settings.as_ref(),
             );
+            sent += 1;
+            if conn.is_inspected {
+                self.inspector.sent(key, &chunk);
+            }
             conn.push(chunk);
             self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
             if !conn.is_dirty {
@@ -107,11 +129,16 @@ impl Server {
                 self.dirty.push(key);
             }
         }
+        self.fig.messages_out.add(sent);
     }
 
     /// Queues a data frame for one connection.
     pub(super) fn queue_data(&mut self, key: usize, chunk: Chunk) {
         let conn = &mut self.conns[key];
+        if conn.is_inspected {
+            self.inspector.sent(key, &chunk);
+        }
+        self.fig.messages_out.add(1);
         conn.push(chunk);
         self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
         self.mark_dirty(key);
@@ -128,6 +155,7 @@ impl Server {
         self.recount_outbound(key); // so that the memory budget does not close another for what this one held
         let conn = &self.conns[key];
         self.stats.dropped_slow += 1;
+        self.fig.dropped_slow.add(1);
         warn!(
             "{} reads too slowly: {queued} bytes queued (limit {}); dropping {dropped} unsent bytes and closing \
              with 1008 ({} connections dropped as too slow so far)",
@@ -158,13 +186,15 @@ impl Server {
                     continue;
                 }
                 let counted = conn.counted_out();
+                let before = conn.buffered();
                 let written = conn.write_pending();
                 // The memory budget counts what is still queued after a write attempt. A short message written at
                 // once leaves nothing, as nothing was counted before: one compare.
                 let queued = conn.buffered();
+                self.fig.bytes_out.add(before.saturating_sub(queued) as u64);
                 let is_over_budget = queued != counted && {
                     conn.set_counted_out(queued);
-                    self.memory.change(counted, queued)
+                    self.memory.change_out(counted, queued)
                 };
                 match written {
                     Ok(true) if conn.closing == Some(Closing::Done) && conn.is_read_eof => {

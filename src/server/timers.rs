@@ -245,7 +245,11 @@ impl Server {
         let stop = self
             .stopping_since
             .map(|since| since + self.config.close_timeout);
-        [timers, stop, self.accept_paused_until]
+        #[cfg(feature = "metrics")]
+        let stats = self.stats_due;
+        #[cfg(not(feature = "metrics"))]
+        let stats = None;
+        [timers, stop, self.accept_paused_until, stats]
             .into_iter()
             .flatten()
             .min()
