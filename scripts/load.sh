@@ -14,6 +14,9 @@
 #   scripts/load.sh --only loops       # about 2 minutes; --only topic about 1; --only idle under 1;
 #                                      # --only deflate about 5 (with --runs 5); --only deflate-idle about 5
 #   scripts/load.sh --baseline REV --only echo [--peers]  # one part; --peers keeps the peer servers in it too
+#   scripts/load.sh --baseline REV --metrics   # echo and broadcast of this tree, of this tree with GET /metrics and
+#                                      # GET /stats in use (wsloop-metrics: --metrics, /metrics scraped every
+#                                      # second and a stats socket open throughout) and of revision REV
 #   scripts/load.sh --quick            # CI: a 2 s echo run, a 1 s one with permessage-deflate and a 1 s topic run
 #                                      # on 2 loops; non-zero on any error
 #   scripts/load.sh --summary FILE     # the tables again, from the RESULT lines a run kept
@@ -138,8 +141,8 @@ END {
 }' "$1"
 }
 
-QUICK=0 RUNS=3 SECS=5 WARMUP=1 ONLY= IDLE_CONNS=10000 SUMMARY= BASELINE= WITH_PEERS=0
-USAGE="usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only PART[,PART...]] [--baseline REV [--peers]]
+QUICK=0 RUNS=3 SECS=5 WARMUP=1 ONLY= IDLE_CONNS=10000 SUMMARY= BASELINE= WITH_PEERS=0 WITH_METRICS=0
+USAGE="usage: scripts/load.sh [--quick] [--runs N] [--secs S] [--only PART[,PART...]] [--baseline REV [--peers] [--metrics]]
                       [--idle-conns N] [--summary FILE]
        PART: echo, broadcast, chat, loops, topic, idle, deflate, deflate-idle"
 while [ $# -gt 0 ]; do
@@ -150,6 +153,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY=$2; shift ;;
         --baseline) BASELINE=$2; shift ;;
         --peers) WITH_PEERS=1 ;;
+        --metrics) WITH_METRICS=1 ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
         --summary) SUMMARY=$2; shift ;;
         *) echo "$USAGE" >&2; exit 2 ;;
@@ -252,6 +256,7 @@ start_server() {
     case $name in
         wsloop) cmd=("$WSLOOP_EXAMPLES/$example") ;;
         wsloop-2loops) cmd=("$WSLOOP_EXAMPLES/$example" --threads 2) ;;
+        wsloop-metrics) cmd=("$WSLOOP_EXAMPLES/$example" --metrics) ;;
         wsloop-deflate) cmd=("$WSLOOP_EXAMPLES/$example" --deflate) ;;
         wsloop-dedicated-*) cmd=("$WSLOOP_EXAMPLES/$example" --deflate-dedicated "${name#wsloop-dedicated-}") ;;
         "$BASE_NAME") cmd=("$BASE_EXAMPLES/$example") ;;
@@ -280,6 +285,28 @@ start_server() {
         cat "$WORK/$name-$mode.log" >&2
         exit 1
     fi
+    [ "$name" = wsloop-metrics ] && watch_metrics "$PORT" "$PID"
+    return 0
+}
+
+# watch_metrics PORT PID: what a server with --metrics serves, in use while it is measured: a stats
+# socket open (the figures pushed to it once a second, read and dropped) and GET /metrics every second,
+# until the server goes.
+watch_metrics() {
+    local port=$1 server=$2
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$port"
+        printf 'GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n' >&3
+        exec cat <&3 >/dev/null
+    ) &
+    PIDS+=("$!")
+    (
+        while kill -0 "$server" 2>/dev/null; do
+            curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$port/metrics" || true
+            sleep 1
+        done
+    ) &
+    PIDS+=("$!")
 }
 
 stop_server() {
@@ -332,6 +359,7 @@ fi
 PEER_SERVERS=(tokio-tungstenite fastwebsockets)
 if [ -n "$BASE_NAME" ]; then
     SERVERS=(wsloop "$BASE_NAME")
+    [ "$WITH_METRICS" = 1 ] && SERVERS=(wsloop wsloop-metrics "$BASE_NAME")
     [ "$WITH_PEERS" = 1 ] && SERVERS+=("${PEER_SERVERS[@]}")
 else
     SERVERS=(wsloop "${PEER_SERVERS[@]}")

@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 
 VENV=target/metrics-venv
 if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian's python3 keeps venv (and the pip it seeds) in a package of its own.
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+  fi
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "prometheus_client==0.21.1" "websockets==15.0.1"
 

@@ -35,6 +35,12 @@
 //!   from PEM files (or a rustls configuration of the application's own). A connection is a socket plus a rustls
 //!   session; only `connection.rs` sees which: `upgrade` and `decode` get the plaintext, the queue goes out
 //!   through the session, and `close_notify` precedes the shutdown of our TCP write side.
+//! - **Metrics** (`metrics/`, `server/stats.rs`): every loop counts in figures only it writes; with the cargo
+//!   feature `metrics` and `Config::metrics`, the loop itself serves `GET /metrics` (Prometheus' text format) and
+//!   `GET /stats` (a live page, pushed the figures over a WebSocket of the loop's own once a second).
+//! - **The protocol inspector** ([`inspect`], `server/inspect.rs`): a connection accepted with
+//!   [`Accept::inspect`] has its handshake and the start of each frame, both ways, handed to
+//!   [`Handler::inspect`], for a page that shows a learner what crossed the wire.
 //!
 //! # Layout
 //!
@@ -49,6 +55,8 @@
 //! - `deflate/` (pure: `offer.rs`, `codec.rs`) and `server/deflate.rs`: permessage-deflate.
 //! - `tls.rs` (feature `tls`): the certificate and key, and a connection's rustls session, read and written
 //!   edge-triggered.
+//! - `metrics/` and `server/stats.rs`: the figures, `/metrics` and `/stats`; `inspect.rs` (pure) and
+//!   `server/inspect.rs`: the protocol inspector.
 //!
 //! # The life of a message
 //!
