@@ -36,12 +36,13 @@ const PAGE: &str = include_str!("chatroom.html");
 const INSPECT_PAGE: &str = include_str!("inspect.html");
 /// The files the inspector's steps link to, served as they are on `GET /source/<path>`, so that the page leads into
 /// the code that did each step.
-const SOURCES: [(&str, &str); 6] = [
+const SOURCES: [(&str, &str); 7] = [
     ("src/server.rs", include_str!("../src/server.rs")),
     ("src/handshake.rs", include_str!("../src/handshake.rs")),
     ("src/frame.rs", include_str!("../src/frame.rs")),
     ("src/message.rs", include_str!("../src/message.rs")),
     ("src/inbound.rs", include_str!("../src/inbound.rs")),
+    ("src/inspect.rs", include_str!("../src/inspect.rs")),
     (
         "src/server/outbound.rs",
         include_str!("../src/server/outbound.rs"),

@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# End-to-end test of the chat page (examples/chatroom.html) in a real headless Chromium.
+# End-to-end test of the chat page (examples/chatroom.html), the live stats page (src/metrics/stats.html) and the
+# protocol inspector (examples/inspect.html) in a real headless Chromium.
 #
-#   scripts/browser-test.sh           # all scenarios: one chatroom (then one over https), then two nodes on Redis
+#   scripts/browser-test.sh           # all scenarios: one chatroom (then one over https), the stats page and the
+#                                     # protocol inspector, then two nodes on Redis
 #   scripts/browser-test.sh --nodes   # the two nodes only
 #
 # 1. installs what it needs if it is missing: Debian's chromium and fonts (emoji, CJK), Node.js,
 #    redis-server, openssl, and playwright-core from npm into tests/browser/node_modules (no browser download);
-# 2. builds the chatroom example, and makes a throwaway self-signed certificate for 127.0.0.1 with openssl
-#    (target/browser-tls/, valid two days);
+# 2. builds the chatroom example (into $CARGO_TARGET_DIR if that is set), and makes a throwaway self-signed
+#    certificate for 127.0.0.1 with openssl (target/browser-tls/, valid two days);
 # 3. picks two free loopback ports and runs tests/browser/chat.test.mjs, which starts, stops and
 #    restarts the chatroom itself and drives two pages in Chromium; its last step starts a second chatroom
 #    with --tls-cert and --tls-key on the second port and has two pages on https:// chat over wss://;
-# 4. builds the chatroom with --features redis, picks three free loopback ports and runs
+# 4. picks two more free loopback ports and runs, with the same chatroom, tests/browser/stats.test.mjs (the live
+#    stats page, /stats, and /metrics) and tests/browser/inspect.test.mjs (the protocol inspector, /inspect); each
+#    starts and stops its own chatroom;
+# 5. builds the chatroom with --features redis, picks three free loopback ports and runs
 #    tests/browser/nodes.test.mjs, which starts a redis-server and two nodes on it, and drives page A
 #    on node 1, page B on node 2 and, later, page C on node 2 (the history).
 # Screenshots and the servers' logs go to artifacts/browser/ (git-ignored). Exits non-zero on any failure.
 #
 # CHAT_SERVER="cmd args" tests another server instead in step 3 ("--port N" is appended, and for the https
-# step "--tls-cert FILE --tls-key FILE" too); the build is skipped. CHAT_TLS=0 skips the https step.
-# NODES_SERVER does the same in step 4 ("--port N --redis URL" is appended).
+# step "--tls-cert FILE --tls-key FILE" too); the build is skipped. CHAT_TLS=0 skips the https step. CHAT_PAGES=0
+# skips step 4 (a server other than the chatroom has neither page).
+# NODES_SERVER does the same in step 5 ("--port N --redis URL" is appended).
 set -euo pipefail
 
 ONLY_NODES=0
@@ -72,7 +78,7 @@ free_port() {
 
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS"/*.png "$ARTIFACTS/server.pid" "$ARTIFACTS/nodes.pids"
-CHAT_PORT="" CHAT_TLS_PORT="" NODE_PORTS=""
+CHAT_PORT="" CHAT_TLS_PORT="" STATS_PORT="" INSPECT_PORT="" NODE_PORTS=""
 
 # The tests stop their own servers; this is the safety net if a test itself is killed. Only processes
 # whose command line names one of this run's ports are stopped.
@@ -80,7 +86,7 @@ cleanup() {
   local pid port
   for pid in $(cat "$ARTIFACTS/server.pid" "$ARTIFACTS/nodes.pids" 2>/dev/null || true); do
     [ -r "/proc/$pid/cmdline" ] || continue
-    for port in $CHAT_PORT $CHAT_TLS_PORT ${NODE_PORTS//,/ } ${REDIS_PORT:-}; do
+    for port in $CHAT_PORT $CHAT_TLS_PORT $STATS_PORT $INSPECT_PORT ${NODE_PORTS//,/ } ${REDIS_PORT:-}; do
       # redis-server shows itself as "redis-server 127.0.0.1:PORT" once started.
       if tr '\0' ' ' < "/proc/$pid/cmdline" | grep -qE -- "(--port |127\.0\.0\.1:)$port( |\$)"; then
         kill -9 "$pid" 2>/dev/null || true
@@ -94,7 +100,7 @@ trap cleanup EXIT
 if [ "$ONLY_NODES" = 0 ]; then
   if [ -z "${CHAT_SERVER:-}" ]; then
     nice cargo build --example chatroom
-    CHAT_SERVER="target/debug/examples/chatroom"
+    CHAT_SERVER="${CARGO_TARGET_DIR:-target}/debug/examples/chatroom"
   fi
 
   # The https step's certificate, made for this run only (the pages accept it as it is).
@@ -129,13 +135,32 @@ if [ "$ONLY_NODES" = 0 ]; then
   CHAT_PORT=$CHAT_PORT CHAT_SERVER=$CHAT_SERVER ARTIFACTS=$ARTIFACTS \
     CHAT_TLS_PORT=$CHAT_TLS_PORT CHAT_TLS_CERT=$CHAT_TLS_CERT CHAT_TLS_KEY=$CHAT_TLS_KEY \
     timeout -k 10 300 node tests/browser/chat.test.mjs
+
+  # --- 4. the stats page and the protocol inspector ------------------------------------------
+  if [ "${CHAT_PAGES:-1}" != 0 ]; then
+    # two ports, different from each other (two picks in a row may, rarely, be the same one)
+    STATS_PORT=$(free_port)
+    for _ in $(seq 20); do
+      INSPECT_PORT=$(free_port)
+      [ "$INSPECT_PORT" = "$STATS_PORT" ] || break
+    done
+    if [ "$INSPECT_PORT" = "$STATS_PORT" ]; then
+      echo "browser-test: could not pick two free ports" >&2
+      exit 1
+    fi
+    echo "browser-test: the stats page on 127.0.0.1:$STATS_PORT, the inspector on 127.0.0.1:$INSPECT_PORT"
+    CHAT_PORT=$STATS_PORT CHAT_SERVER=$CHAT_SERVER ARTIFACTS=$ARTIFACTS \
+      timeout -k 10 300 node tests/browser/stats.test.mjs
+    CHAT_PORT=$INSPECT_PORT CHAT_SERVER=$CHAT_SERVER ARTIFACTS=$ARTIFACTS \
+      timeout -k 10 300 node tests/browser/inspect.test.mjs
+  fi
 fi
 
-# --- 4. two nodes joined through Redis -----------------------------------------------------------
-# Built last, into the same target/debug/examples/chatroom: the chatroom of step 3 has run by then.
+# --- 5. two nodes joined through Redis -----------------------------------------------------------
+# Built last, into the same target/debug/examples/chatroom: the chatroom of steps 3 and 4 has run by then.
 if [ -z "${NODES_SERVER:-}" ]; then
   nice cargo build --example chatroom --features redis
-  NODES_SERVER="target/debug/examples/chatroom"
+  NODES_SERVER="${CARGO_TARGET_DIR:-target}/debug/examples/chatroom"
 fi
 # Three different free ports (two picks in a row may, rarely, be the same one).
 ports=()

@@ -104,8 +104,12 @@ const ANY: Limits = Limits {
 #[derive(Debug, Default)]
 pub(crate) struct Inspect {
     pub pending: VecDeque<Seen>,
-    /// The frame at the front of what arrives has been recorded already (it is still arriving).
+    /// The frame at the front of what arrives has been seen already (it is still arriving).
     mid_frame: bool,
+    /// What has arrived of that frame, while less than what is kept of it: its bytes are added as they come (still
+    /// masked: the ones that arrived since the last look have not been unmasked yet), and the record is made once it
+    /// has all it keeps.
+    partial: Option<(Wire, usize)>,
     /// Records dropped because `MAX_PENDING` were waiting.
     pub dropped: u64,
 }
@@ -121,24 +125,40 @@ impl Inspect {
 
     /// Bytes at the front of a connection's input, before they are decoded: a frame whose header is whole and that
     /// was not recorded yet is recorded as it is, masked.
+    ///
+    /// A frame that arrives in pieces is looked at again with each: what it keeps is complete once its header and
+    /// first [`MIRROR_PAYLOAD`] bytes (or all of it, if shorter) are in. The bytes already seen lead `rest` (unmasked
+    /// in place since, by the decoder), and the new ones follow them, as they arrived.
     pub fn arriving(&mut self, rest: &[u8]) {
-        if self.mid_frame {
-            return;
-        }
-        if let Ok(Status::Complete(header)) = frame::decode_header(rest, &ANY) {
+        if !self.mid_frame {
+            let Ok(Status::Complete(header)) = frame::decode_header(rest, &ANY) else {
+                return;
+            };
             let frame_len = header.header_len as u64 + header.payload_len;
-            self.push(Seen::Received(Wire::of(
-                [rest, &[]],
-                frame_len,
-                header.header_len,
-            )));
+            let keep = (header.header_len + MIRROR_PAYLOAD).min(frame_len as usize);
+            let wire = Wire::of([rest, &[]], frame_len, header.header_len);
             self.mid_frame = true;
+            self.partial = Some((wire, keep));
+        } else if let Some((wire, keep)) = &mut self.partial {
+            let had = wire.bytes.len();
+            let more = rest.get(had..(*keep).min(rest.len())).unwrap_or_default();
+            wire.bytes.extend_from_slice(more);
+        }
+        if let Some((wire, keep)) = self.partial.take() {
+            if wire.bytes.len() >= keep {
+                self.push(Seen::Received(wire));
+            } else {
+                self.partial = Some((wire, keep));
+            }
         }
     }
 
     /// The frame at the front was decoded whole (or dropped): the next one is new.
     pub fn decoded(&mut self) {
         self.mid_frame = false;
+        if let Some((wire, _)) = self.partial.take() {
+            self.push(Seen::Received(wire));
+        }
     }
 
     /// A frame queued for the peer, in its parts.
@@ -187,6 +207,43 @@ mod tests {
         // 2 bytes, 2 of length (126 form), 4 of key, then the first payload bytes, still masked.
         assert_eq!(seen.bytes, wire[..8 + MIRROR_PAYLOAD]);
         assert_ne!(seen.bytes[8], b'x');
+    }
+
+    #[test]
+    fn a_frame_arriving_in_pieces_is_recorded_with_the_bytes_that_came_later_still_masked() {
+        let payload = vec![b'y'; 130];
+        let mut wire = Vec::new();
+        frame::encode_masked(&mut wire, true, OpCode::Text, &payload, [9, 8, 7, 6]);
+        // What the decoder does between looks: the bytes seen so far are unmasked in place.
+        let mut buf = wire[..11].to_vec();
+        let mut inspect = Inspect::default();
+        inspect.arriving(&buf);
+        assert!(inspect.pending.is_empty(), "not yet all it keeps");
+        frame::apply_mask(&mut buf[8..], [9, 8, 7, 6], 0);
+        buf.extend_from_slice(&wire[11..40]);
+        inspect.arriving(&buf);
+        assert!(inspect.pending.is_empty());
+        buf.extend_from_slice(&wire[40..]);
+        inspect.arriving(&buf);
+        let Some(Seen::Received(seen)) = inspect.pending.pop_front() else {
+            panic!("recorded once it had its first 64 bytes")
+        };
+        assert_eq!(seen.bytes, wire[..8 + MIRROR_PAYLOAD]);
+        inspect.decoded();
+        assert!(inspect.pending.is_empty(), "recorded once");
+        // A short frame cut short, then whole: recorded at its end, whole.
+        let mut short = Vec::new();
+        frame::encode_masked(&mut short, true, OpCode::Text, b"abc", [1, 1, 1, 1]);
+        inspect.arriving(&short[..7]);
+        assert!(inspect.pending.is_empty());
+        inspect.arriving(&short);
+        assert_eq!(
+            inspect.pending.pop_front(),
+            Some(Seen::Received(Wire {
+                bytes: short.clone(),
+                frame_len: 9
+            }))
+        );
     }
 
     #[test]

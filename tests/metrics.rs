@@ -324,6 +324,17 @@ fn an_inspected_connection_sees_its_own_frames_as_they_crossed_the_wire() {
             frame_bytes.len()
         )
     );
+
+    // A frame in two pieces, the first with its header and 5 bytes of payload: the record has its first 64 bytes
+    // all the same, as they came, still masked.
+    let mut split = Vec::new();
+    frame::encode_masked(&mut split, true, OpCode::Text, &[b'z'; 124], [5, 6, 7, 8]);
+    raw.write_all(&split[..11]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    raw.write_all(&split[11..]).unwrap();
+    let got = until(&mut raw, |t| t.starts_with("seen:sent"));
+    let want = format!("seen:received:{}:{}", hex(&split[..6 + 64]), split.len());
+    assert_eq!(got[1], want);
 }
 
 /// The other client has nothing more waiting (a broadcast marker comes back as the very next message).
