@@ -83,14 +83,21 @@ impl Wire {
     /// Keeps the start of a frame whose bytes are `parts` one after the other (a header and a payload kept apart,
     /// or the whole frame in the first).
     pub(crate) fn of(parts: [&[u8]; 2], frame_len: u64, header_len: usize) -> Wire {
-        let keep = header_len + MIRROR_PAYLOAD;
-        let mut bytes = Vec::with_capacity(keep.min(frame_len as usize));
+        // Never past the frame's end: what follows it (the next frame, read with it) is not part of it.
+        let keep = kept(frame_len, header_len);
+        let mut bytes = Vec::with_capacity(keep);
         for part in parts {
             let room = keep.saturating_sub(bytes.len());
             bytes.extend_from_slice(&part[..part.len().min(room)]);
         }
         Wire { bytes, frame_len }
     }
+}
+
+/// How much of a frame a record keeps: its header and the first `MIRROR_PAYLOAD` bytes of its payload, at most the
+/// whole frame.
+fn kept(frame_len: u64, header_len: usize) -> usize {
+    usize::try_from(frame_len).map_or(usize::MAX, |len| len.min(header_len + MIRROR_PAYLOAD))
 }
 
 /// Any frame's header, read only to find where it ends: no limit, a mask or none, any RSV bit.
@@ -104,12 +111,10 @@ const ANY: Limits = Limits {
 #[derive(Debug, Default)]
 pub(crate) struct Inspect {
     pub pending: VecDeque<Seen>,
-    /// The frame at the front of what arrives has been seen already (it is still arriving).
+    /// The frame at the front of what arrives has been recorded already (it is still arriving).
     mid_frame: bool,
-    /// What has arrived of that frame, while less than what is kept of it: its bytes are added as they come (still
-    /// masked: the ones that arrived since the last look have not been unmasked yet), and the record is made once it
-    /// has all it keeps.
-    partial: Option<(Wire, usize)>,
+    /// The record of the frame at the front while less of it has arrived than a record keeps, and how much it keeps.
+    starting: Option<(Wire, usize)>,
     /// Records dropped because `MAX_PENDING` were waiting.
     pub dropped: u64,
 }
@@ -123,42 +128,47 @@ impl Inspect {
         self.pending.push_back(seen);
     }
 
-    /// Bytes at the front of a connection's input, before they are decoded: a frame whose header is whole and that
-    /// was not recorded yet is recorded as it is, masked.
+    /// Bytes at the front of a connection's input, before they are decoded: a frame whose header is whole is recorded
+    /// as it arrived, masked, once its first bytes are in (or it ends, or fails).
     ///
-    /// A frame that arrives in pieces is looked at again with each: what it keeps is complete once its header and
-    /// first [`MIRROR_PAYLOAD`] bytes (or all of it, if shorter) are in. The bytes already seen lead `rest` (unmasked
-    /// in place since, by the decoder), and the new ones follow them, as they arrived.
+    /// A frame left partial is unmasked in place as far as it came, so a later call takes only the bytes behind those
+    /// it saw before: they are still as they arrived.
     pub fn arriving(&mut self, rest: &[u8]) {
-        if !self.mid_frame {
-            let Ok(Status::Complete(header)) = frame::decode_header(rest, &ANY) else {
-                return;
-            };
-            let frame_len = header.header_len as u64 + header.payload_len;
-            let keep = (header.header_len + MIRROR_PAYLOAD).min(frame_len as usize);
-            let wire = Wire::of([rest, &[]], frame_len, header.header_len);
-            self.mid_frame = true;
-            self.partial = Some((wire, keep));
-        } else if let Some((wire, keep)) = &mut self.partial {
-            let had = wire.bytes.len();
-            let more = rest.get(had..(*keep).min(rest.len())).unwrap_or_default();
-            wire.bytes.extend_from_slice(more);
+        if self.mid_frame {
+            return;
         }
-        if let Some((wire, keep)) = self.partial.take() {
-            if wire.bytes.len() >= keep {
-                self.push(Seen::Received(wire));
-            } else {
-                self.partial = Some((wire, keep));
+        let (mut wire, keep) = match self.starting.take() {
+            Some(started) => started,
+            None => {
+                let Ok(Status::Complete(header)) = frame::decode_header(rest, &ANY) else {
+                    return;
+                };
+                let frame_len = header.header_len as u64 + header.payload_len;
+                let keep = kept(frame_len, header.header_len);
+                let wire = Wire {
+                    bytes: Vec::with_capacity(keep),
+                    frame_len,
+                };
+                (wire, keep)
             }
+        };
+        let seen = wire.bytes.len();
+        wire.bytes
+            .extend_from_slice(rest.get(seen..rest.len().min(keep)).unwrap_or_default());
+        if wire.bytes.len() == keep {
+            self.push(Seen::Received(wire));
+            self.mid_frame = true;
+        } else {
+            self.starting = Some((wire, keep));
         }
     }
 
-    /// The frame at the front was decoded whole (or dropped): the next one is new.
+    /// The frame at the front was decoded whole (or dropped, or failed): the next one is new.
     pub fn decoded(&mut self) {
-        self.mid_frame = false;
-        if let Some((wire, _)) = self.partial.take() {
+        if let Some((wire, _)) = self.starting.take() {
             self.push(Seen::Received(wire));
         }
+        self.mid_frame = false;
     }
 
     /// A frame queued for the peer, in its parts.
@@ -207,6 +217,46 @@ mod tests {
         // 2 bytes, 2 of length (126 form), 4 of key, then the first payload bytes, still masked.
         assert_eq!(seen.bytes, wire[..8 + MIRROR_PAYLOAD]);
         assert_ne!(seen.bytes[8], b'x');
+    }
+
+    #[test]
+    fn a_frame_is_recorded_as_it_arrived_across_reads_and_without_the_next_one() {
+        let mut wire = Vec::new();
+        frame::encode_masked(&mut wire, true, OpCode::Text, b"hello", [1, 2, 3, 4]);
+        let mut inspect = Inspect::default();
+        let mut buf = wire[..6].to_vec(); // the header alone
+        inspect.arriving(&buf);
+        assert!(inspect.pending.is_empty(), "not before its payload");
+        buf.extend_from_slice(&wire[6..8]);
+        inspect.arriving(&buf);
+        // The decoder unmasks in place what it saw: the record keeps what was on the wire.
+        for (i, byte) in buf[6..].iter_mut().enumerate() {
+            *byte ^= [1, 2, 3, 4][i % 4];
+        }
+        buf.extend_from_slice(&wire[8..]);
+        let next = [0x81, 0x80, 9, 9, 9, 9];
+        buf.extend_from_slice(&next);
+        inspect.arriving(&buf);
+        inspect.decoded();
+        assert_eq!(
+            inspect.pending.pop_front(),
+            Some(Seen::Received(Wire {
+                bytes: wire.clone(),
+                frame_len: wire.len() as u64
+            }))
+        );
+        // A frame that fails before its first bytes are in is still recorded, as far as it came.
+        let cut = [0x81, 0x8a, 9, 9, 9, 9]; // 10 bytes announced, none arrived
+        inspect.arriving(&cut);
+        assert!(inspect.pending.is_empty());
+        inspect.decoded();
+        assert_eq!(
+            inspect.pending.pop_front(),
+            Some(Seen::Received(Wire {
+                bytes: cut.to_vec(),
+                frame_len: 16
+            }))
+        );
     }
 
     #[test]

@@ -305,7 +305,8 @@ impl Server {
         #[cfg(feature = "metrics")]
         if self.stats_due.is_some() {
             self.push_stats();
-            self.flush_dirty(handler);
+            // `settle`, not only the writes: a close these writes cause (the budget) may publish a "leave".
+            self.settle(handler);
         }
         let fig = &self.fig;
         fig.connections.set(self.conns.len() as u64);
@@ -346,7 +347,12 @@ impl Server {
                 }
             };
             failures_in_a_row = 0;
-            if self.conns.len() - self.users >= self.config.max_pending {
+            // Stats sockets are neither users nor waiting for a handshake.
+            #[cfg(feature = "metrics")]
+            let viewers = self.viewers.len();
+            #[cfg(not(feature = "metrics"))]
+            let viewers = 0;
+            if self.conns.len() - self.users - viewers >= self.config.max_pending {
                 self.stats.shed += 1;
                 self.fig.shed.add(1);
                 debug!(
@@ -571,7 +577,12 @@ impl Server {
                         self.on_event(handler, key, event);
                     }
                 }
-                Err(e) => self.fail(handler, key, e),
+                Err(e) => {
+                    if is_inspected {
+                        self.inspector.decoded(key);
+                    }
+                    self.fail(handler, key, e);
+                }
             }
         }
         // Nothing more will be decoded from a connection that is done: what had arrived of a message goes now.

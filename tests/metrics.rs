@@ -342,3 +342,151 @@ fn nothing_pending_raw(ws: &mut Client) {
     say(ws, "marker");
     assert_eq!(text(ws), "marker");
 }
+
+/// Opens a raw `/inspect` connection and reads up to its handshake record.
+fn inspected(addr: SocketAddr) -> std::net::TcpStream {
+    let mut raw = connect_raw(addr);
+    write!(
+        raw,
+        "GET /inspect HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut raw).0, 101);
+    until(&mut raw, |t| t.starts_with("seen:handshake"));
+    raw
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_short_frame_arriving_with_the_next_one_is_recorded_without_the_next_ones_bytes() {
+    let server = start(Config::default(), Inspecting);
+    let mut raw = inspected(server.addr);
+    // Two short frames in one write: they arrive in one read.
+    let first = masked(true, OpCode::Text, b"one");
+    let second = masked(true, OpCode::Text, b"two");
+    raw.write_all(&[first.clone(), second.clone()].concat())
+        .unwrap();
+    let got = until(&mut raw, |t| t.starts_with("seen:received"));
+    assert_eq!(
+        got.last().unwrap(),
+        &format!("seen:received:{}:{}", hex(&first), first.len()),
+        "the record of the first frame holds its own bytes only"
+    );
+}
+
+#[test]
+fn a_frame_whose_header_arrives_alone_is_recorded_with_its_payload() {
+    let server = start(Config::default(), Inspecting);
+    let mut raw = inspected(server.addr);
+    let hello = masked(true, OpCode::Text, b"hello");
+    // The header (2 bytes and the 4 of the mask) in one read, the payload in a later one.
+    raw.write_all(&hello[..6]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    raw.write_all(&hello[6..]).unwrap();
+    let got = until(&mut raw, |t| t.starts_with("seen:received"));
+    assert_eq!(
+        got.last().unwrap(),
+        &format!("seen:received:{}:{}", hex(&hello), hello.len()),
+        "the payload, still masked, is part of the record"
+    );
+    // A longer frame arriving in three pieces: its header and 64 bytes, as they were on the wire.
+    let long = masked(true, OpCode::Text, &[b'y'; 300]);
+    for piece in [&long[..8], &long[8..40], &long[40..]] {
+        raw.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = until(&mut raw, |t| t.starts_with("seen:received"));
+    assert_eq!(
+        got.last().unwrap(),
+        &format!("seen:received:{}:{}", hex(&long[..8 + 64]), long.len())
+    );
+}
+
+#[test]
+fn stats_sockets_do_not_take_the_places_of_handshakes_waiting() {
+    let (added, adds) = mpsc::channel();
+    let server = start(
+        Config::default().metrics(true).max_pending(2),
+        Counting(added),
+    );
+    let mut watchers: Vec<Client> = (0..2).map(|_| viewer(server.addr)).collect();
+    for w in &mut watchers {
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text(w)).unwrap()["type"],
+            "stats"
+        );
+    }
+    // Nobody is waiting for a handshake: a user gets in.
+    let stream = connect_raw(server.addr);
+    let joined = tungstenite::client(format!("ws://{}/", server.addr), stream);
+    assert!(
+        joined.is_ok(),
+        "a user was shed at accept: {:?}",
+        joined.err()
+    );
+    adds.recv_timeout(TIMEOUT).expect("add for the user");
+}
+
+#[test]
+fn a_stop_ends_run_though_stats_sockets_do_not_answer_the_close() {
+    for threads in [1, 2] {
+        let (added, _adds) = mpsc::channel();
+        let server = start_loops(
+            Config::default()
+                .metrics(true)
+                .close_timeout(Duration::from_millis(300)),
+            threads,
+            move |_| Counting(added.clone()),
+        );
+        // Raw stats sockets that never read nor answer.
+        let mut watchers = Vec::new();
+        for _ in 0..4 {
+            let mut raw = connect_raw(server.addr);
+            write!(
+                raw,
+                "GET /stats HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            .unwrap();
+            assert_eq!(read_response(&mut raw).0, 101);
+            watchers.push(raw);
+        }
+        std::thread::sleep(Duration::from_millis(1200));
+        let started = Instant::now();
+        server.stop();
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(watchers);
+    }
+}
+
+/// Answers `ping` with an application ping (`Handle::ping`), and anything else with an echo.
+struct Pinging;
+
+impl Handler for Pinging {
+    fn send(&mut self, ws: &mut Handle<'_>, id: ConnId, msg: Message<'_>) {
+        match msg {
+            Message::Text("ping") => {
+                ws.ping(id, b"rtt");
+            }
+            msg => ws.send(id, msg),
+        }
+    }
+}
+
+#[test]
+fn an_application_ping_is_not_counted_as_a_message_sent() {
+    let server = start(Config::default().metrics(true), Pinging);
+    let mut ws = client(server.addr);
+    say(&mut ws, "ping");
+    assert_eq!(ask(&mut ws, "echo"), "echo");
+    let samples = scrape(server.addr);
+    assert_eq!(samples[r#"wsloop_messages_received_total{loop="0"}"#], 2.0);
+    assert_eq!(
+        samples[r#"wsloop_messages_sent_total{loop="0"}"#], 1.0,
+        "the echo only"
+    );
+}

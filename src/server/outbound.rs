@@ -33,9 +33,9 @@ impl Server {
         }
         let mut close = Vec::with_capacity(2 + payload.len());
         frame::encode(&mut close, true, OpCode::Close, &payload);
-        let chunk = Chunk::owned(close);
         let conn = &mut self.conns[key];
-        trace_frame(conn.id, ">", chunk.parts(0)[0]);
+        trace_frame(conn.id, ">", &close);
+        let chunk = Chunk::owned(close);
         self.fig.closes_out[close_slot(code)].add(1);
         if conn.is_inspected {
             self.inspector.sent(key, &chunk);
@@ -138,7 +138,13 @@ impl Server {
         if conn.is_inspected {
             self.inspector.sent(key, &chunk);
         }
-        self.fig.messages_out.add(1);
+        // A ping the application sent (`Handle::ping`) goes this way too, but it is no message.
+        let is_message = chunk
+            .parts(0)
+            .into_iter()
+            .find(|part| !part.is_empty())
+            .is_some_and(|part| part[0] & 0x08 == 0);
+        self.fig.messages_out.add(u64::from(is_message));
         conn.push(chunk);
         self.stats.peak_buffered = self.stats.peak_buffered.max(conn.buffered());
         self.mark_dirty(key);
