@@ -117,7 +117,11 @@ fn switching_protocols(key: &str) -> String {
 /// A refused request: its status, a line saying why, and the connection closed after it.
 fn refusal(status: u16, why: &str) -> String {
     let (reason, extra) = match status {
-        426 => ("Upgrade Required", "Sec-WebSocket-Version: 13\r\n"),
+        // RFC 9110 §15.5.22: a 426 names the protocol to upgrade to.
+        426 => (
+            "Upgrade Required",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+        ),
         431 => ("Request Header Fields Too Large", ""),
         _ => ("Bad Request", ""),
     };

@@ -186,7 +186,7 @@ fn step3_refuses_bad_requests_and_closes() {
             "version 8",
             good.replace("Version: 13", "Version: 8"),
             426,
-            "Sec-WebSocket-Version: 13",
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13",
         ),
         ("not HTTP", "hello\r\n\r\n".to_string(), 400, "GET"),
         ("a head over 8 KiB", too_long, 431, "too long"),
